@@ -1,0 +1,101 @@
+"""Original DiT/SiT state dicts → diffusers ``DiTTransformer2DModel`` (the key mapping of diffusers'
+``scripts/convert_dit_to_diffusers.py``), with the architecture read off the tensor shapes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import DiTTransformer2DModel
+
+# The number of attention heads is not visible in the weights; these are the DiT/SiT sizes.
+HEADS_BY_HIDDEN = {1152: 16, 1024: 16, 768: 12, 384: 6}
+
+GLOBAL_KEYS = {
+    "x_embedder.proj.weight": "pos_embed.proj.weight",
+    "x_embedder.proj.bias": "pos_embed.proj.bias",
+    "final_layer.adaLN_modulation.1.weight": "proj_out_1.weight",
+    "final_layer.adaLN_modulation.1.bias": "proj_out_1.bias",
+    "final_layer.linear.weight": "proj_out_2.weight",
+    "final_layer.linear.bias": "proj_out_2.bias",
+}
+EMBEDDER_KEYS = {
+    "t_embedder.mlp.0": "norm1.emb.timestep_embedder.linear_1",
+    "t_embedder.mlp.2": "norm1.emb.timestep_embedder.linear_2",
+}
+BLOCK_KEYS = {
+    "attn.proj": "attn1.to_out.0",
+    "mlp.fc1": "ff.net.0.proj",
+    "mlp.fc2": "ff.net.2",
+    "adaLN_modulation.1": "norm1.linear",
+}
+
+
+def original_architecture(state_dict: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
+    """The ``DiTTransformer2DModel`` config of an original DiT/SiT state dict, read off its shapes."""
+    patch = state_dict["x_embedder.proj.weight"]  # (D, C_in, p, p)
+    hidden, in_channels, patch_size = patch.shape[0], patch.shape[1], patch.shape[-1]
+    depth = 1 + max(int(key.split(".")[1]) for key in state_dict if key.startswith("blocks."))
+    num_tokens = state_dict["pos_embed"].shape[1]  # pos_embed: (1, N, D)
+    heads = num_heads or HEADS_BY_HIDDEN.get(hidden)
+    if heads is None:
+        raise ValueError(f"hidden size {hidden} is not a DiT size {sorted(HEADS_BY_HIDDEN)}; pass num_heads")
+    return {
+        "num_attention_heads": heads,
+        "attention_head_dim": hidden // heads,
+        "in_channels": in_channels,
+        "out_channels": state_dict["final_layer.linear.weight"].shape[0] // patch_size**2,
+        "num_layers": depth,
+        "sample_size": math.isqrt(num_tokens) * patch_size,
+        "patch_size": patch_size,
+        "num_embeds_ada_norm": state_dict["y_embedder.embedding_table.weight"].shape[0] - 1,
+        "norm_eps": 1e-6,
+    }
+
+
+def _rename(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    converted = {new: state_dict[old] for old, new in GLOBAL_KEYS.items()}
+    table = state_dict["y_embedder.embedding_table.weight"]
+    for i in range(depth):  # one shared embedder in the original → one identical copy per block
+        prefix, source = f"transformer_blocks.{i}.", f"blocks.{i}."
+        converted[prefix + "norm1.emb.class_embedder.embedding_table.weight"] = table
+        for old, new in EMBEDDER_KEYS.items():
+            for kind in ("weight", "bias"):
+                converted[f"{prefix}{new}.{kind}"] = state_dict[f"{old}.{kind}"]
+        for old, new in BLOCK_KEYS.items():
+            for kind in ("weight", "bias"):
+                converted[f"{prefix}{new}.{kind}"] = state_dict[f"{source}{old}.{kind}"]
+        for kind in ("weight", "bias"):
+            q, k, v = state_dict[f"{source}attn.qkv.{kind}"].chunk(3, dim=0)  # (3D, ...) → 3 × (D, ...)
+            for name, part in zip(("to_q", "to_k", "to_v"), (q, k, v)):
+                converted[f"{prefix}attn1.{name}.{kind}"] = part
+    return converted
+
+
+def _expected_original_keys(depth: int) -> set[str]:
+    keys = set(GLOBAL_KEYS) | {"pos_embed", "y_embedder.embedding_table.weight"}
+    keys |= {f"{old}.{kind}" for old in EMBEDDER_KEYS for kind in ("weight", "bias")}
+    for i in range(depth):
+        for old in (*BLOCK_KEYS, "attn.qkv"):
+            keys |= {f"blocks.{i}.{old}.weight", f"blocks.{i}.{old}.bias"}
+    return keys
+
+
+def original_to_diffusers(
+    state_dict: dict[str, torch.Tensor], num_heads: int | None = None, path="checkpoint"
+) -> DiTTransformer2DModel:
+    """Converts an original DiT/SiT state dict into a diffusers ``DiTTransformer2DModel``.
+
+    Raises:
+        KeyError: listing every missing and unexpected key, if the state dict is not a DiT backbone.
+    """
+    if "x_embedder.proj.weight" not in state_dict or "pos_embed" not in state_dict:
+        raise KeyError(f"{path} has no 'x_embedder.proj.weight'/'pos_embed': not a DiT/SiT backbone")
+    config = original_architecture(state_dict, num_heads)
+    expected = _expected_original_keys(config["num_layers"])
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise KeyError(f"{path}: missing keys {missing}; unexpected keys {unexpected}")
+    model = DiTTransformer2DModel(**config)
+    model.load_state_dict(_rename(state_dict, config["num_layers"]), strict=True)
+    return model

@@ -1,0 +1,102 @@
+"""The paper's conditional vector c = y + t (and y, t alone), computed straight from the embedder modules.
+
+No sampling is needed: c depends only on the label and the timestep.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bottleneck_utils.models import Bundle
+
+PARTS = ("y+t", "y", "t")
+
+
+def check_labels(bundle: Bundle, labels, include_null: bool = False) -> torch.Tensor:
+    """Returns ``labels`` as a long tensor on the bundle's device, or raises if one is out of range.
+
+    Label ``bundle.num_classes`` is the CFG null class; it is accepted only with ``include_null=True``.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    top = bundle.num_classes + (1 if include_null else 0)
+    bad = labels[(labels < 0) | (labels >= top)]
+    if len(bad):
+        null_hint = "" if include_null else f" (the null class {bundle.num_classes} needs include_null=True)"
+        raise ValueError(f"class ids {bad.unique().tolist()} are outside 0..{top - 1}{null_hint}")
+    return labels.to(bundle.device)
+
+
+def check_timesteps(bundle: Bundle, timesteps) -> torch.Tensor:
+    """Returns ``timesteps`` as a 1-D tensor, or raises if one is outside the model's time range."""
+    timesteps = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
+    bad = timesteps[(timesteps < 0) | (timesteps > bundle.time.t_max)]
+    if len(bad):
+        raise ValueError(
+            f"timesteps {bad.tolist()[:5]} are outside [0, {bundle.time.t_max:g}] ({bundle.time.kind} convention)"
+        )
+    return timesteps.to(bundle.device)
+
+
+def first_sampling_timestep(bundle: Bundle, num_steps: int | None = None, scheduler=None) -> float:
+    """t₀: the highest-noise time at which sampling starts.
+
+    With a scheduler (the bundle's own, or one given) it is ``scheduler.timesteps[0]`` after
+    ``set_timesteps(num_steps)``: 980 for DDIM with 50 "leading" steps, not 999. Without one it is the
+    family's convention (999 for DDPM models; 0 for SiT/LightningDiT; 1 for REPA).
+    """
+    scheduler = scheduler or bundle.scheduler
+    if scheduler is None:
+        return bundle.time.first_time
+    if num_steps is None or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int when the model has a scheduler, got {num_steps!r}")
+    scheduler.set_timesteps(num_steps)
+    return float(scheduler.timesteps[0])
+
+
+@torch.no_grad()
+def class_embeddings(bundle: Bundle, labels=None, include_null: bool = False) -> torch.Tensor:
+    """y: rows of the label table, (n, d). ``labels=None`` means every real class."""
+    labels = torch.arange(bundle.num_classes) if labels is None else labels
+    labels = check_labels(bundle, labels, include_null)
+    return bundle.embedder.class_embedder.embedding_table(labels)
+
+
+@torch.no_grad()
+def timestep_embeddings(bundle: Bundle, timesteps) -> torch.Tensor:
+    """t: the sinusoid → MLP embedding of each timestep, (T, d)."""
+    timesteps = check_timesteps(bundle, timesteps)
+    features = bundle.embedder.time_proj(timesteps)  # (T, 256)
+    return bundle.embedder.timestep_embedder(features.to(bundle.dtype))  # (T, d)
+
+
+@torch.no_grad()
+def conditional_vectors(
+    bundle: Bundle, labels=None, timesteps=None, part: str = "y+t", include_null: bool = False
+) -> torch.Tensor:
+    """c = y + t (or y alone, or t alone) for every label × timestep.
+
+    Args:
+        bundle: a loaded model.
+        labels: class ids; None means all real classes (the null class is excluded from statistics unless
+            ``include_null=True`` and it is listed).
+        timesteps: a scalar or a list; None means t₀ of the bundle's convention (999 / 0 / 1).
+        part: ``"y+t"``, ``"y"`` or ``"t"``.
+        include_null: accept the null label ``num_classes``.
+
+    Returns:
+        float32 tensor ``(n, d)`` for a scalar timestep, ``(T, n, d)`` for a list (``"t"``: ``(T, 1, d)`` or
+        ``(1, d)``, the same for every label).
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    timesteps = bundle.time.first_time if timesteps is None else timesteps
+    scalar = torch.as_tensor(timesteps).ndim == 0
+    y = class_embeddings(bundle, labels, include_null).float()  # (n, d)
+    t = timestep_embeddings(bundle, timesteps).float()  # (T, d)
+    if part == "y":
+        vectors = y.expand(len(t), *y.shape)  # (T, n, d)
+    elif part == "t":
+        vectors = t[:, None, :]  # (T, 1, d)
+    else:
+        vectors = y[None] + t[:, None, :]  # (T, n, d)
+    return vectors[0] if scalar else vectors

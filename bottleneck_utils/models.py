@@ -1,0 +1,402 @@
+"""Model registry: one ``load()`` for the embedded organisms, hub DiTs and original ``.pt`` checkpoints.
+
+Every loader returns a :class:`Bundle` whose ``embedder`` is a diffusers ``CombinedTimestepLabelEmbeddings``:
+its output is exactly the paper's conditional vector c = y + t, taken before the adaLN MLP.
+
+Where c lives:
+    * diffusers ``DiTTransformer2DModel``: each block owns a copy, ``transformer_blocks[i].norm1.emb``, and the
+      final layer reuses block 0's. The conversion from the original checkpoint copies one table into every
+      block, so the copies must be identical; :func:`check_embedder_copies` asserts it.
+    * original DiT/SiT/REPA/MG/LightningDiT/MDT code: ``c = t_embedder(t) + y_embedder(y)``, with keys
+      ``t_embedder.mlp.{0,2}.*`` and ``y_embedder.embedding_table.weight`` (row ``num_classes`` = CFG null).
+
+The timestep sinusoid (``freq_shift``):
+    The original DiT uses frequencies ``exp(-ln(10000) · i / half)``; diffusers' ``Timesteps(...,
+    downscale_freq_shift=1)`` divides by ``half - 1`` instead. The hub weights were trained with the first and
+    are run by diffusers with the second, so t (and with it c, its cosine and its nPR) differs slightly. The
+    paper measured the original code: pass ``freq_shift=0`` to match its tables; the default ``None`` keeps
+    the convention the model is run with (1 for diffusers models, 0 for original checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
+from safetensors.torch import load_file
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TimeConvention:
+    """How a model family feeds time to its embedder.
+
+    Attributes:
+        kind: ``"ddpm"`` (integer t in [0, 999], noise at 999) or ``"flow"`` (continuous t in [0, 1]).
+        first_time: t₀, the highest-noise time at which sampling starts, when no scheduler decides it.
+        t_max: the largest valid time.
+    """
+
+    kind: str
+    first_time: float
+    t_max: float
+
+
+DDPM = TimeConvention("ddpm", first_time=999.0, t_max=999.0)
+# SiT and LightningDiT integrate from noise at t=0 to data at t=1; REPA's sampler runs t from 1 (noise) to 0.
+FAMILIES = {
+    "dit": DDPM,
+    "mdt": DDPM,
+    "sit": TimeConvention("flow", first_time=0.0, t_max=1.0),
+    "lightningdit": TimeConvention("flow", first_time=0.0, t_max=1.0),
+    "repa": TimeConvention("flow", first_time=1.0, t_max=1.0),
+}
+
+
+@dataclass
+class Bundle:
+    """A loaded model, reduced to what the book needs.
+
+    Attributes:
+        name: registry name, hub id or path it was loaded from.
+        embedder: the module whose output is c = y + t (block 0's copy for diffusers models).
+        num_classes: number of real classes; label ``num_classes`` is the CFG null class.
+        time: the model's time convention.
+        transformer: the full denoiser, or None for embedder-only bundles.
+        scheduler: the sampling scheduler, or None.
+        vae: the latent decoder, or None for pixel-space models.
+        class_names: human-readable class names, if known.
+        sha256: hash of the weights file the bundle came from, for provenance.
+        device: the torch device everything lives on.
+        dtype: the compute dtype.
+    """
+
+    name: str
+    embedder: torch.nn.Module
+    num_classes: int
+    time: TimeConvention
+    transformer: DiTTransformer2DModel | None = None
+    scheduler: DDIMScheduler | None = None
+    vae: AutoencoderKL | None = None
+    class_names: list[str] | None = None
+    sha256: str | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedder.class_embedder.embedding_table.weight.shape[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                       Devices, dtypes, hashes
+# ---------------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Returns ``torch.device(device)``, or raises if that device does not exist here (never falls back)."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("device 'mps' was requested but MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RuntimeError(f"unsupported device {str(device)!r}; use 'cpu', 'cuda' or 'mps'")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def set_freq_shift(embedders: list[torch.nn.Module], freq_shift: float | None) -> None:
+    """Sets the sinusoid's ``downscale_freq_shift`` (0 = original DiT, 1 = diffusers) on each embedder."""
+    if freq_shift is None:
+        return
+    if freq_shift not in (0, 1):
+        raise ValueError(f"freq_shift must be 0 (original DiT), 1 (diffusers) or None, got {freq_shift!r}")
+    for embedder in embedders:
+        embedder.time_proj.downscale_freq_shift = freq_shift
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                   diffusers DiT: per-block embedders
+# ---------------------------------------------------------------------------------------------------
+
+
+def block_embedders(transformer: DiTTransformer2DModel) -> list[torch.nn.Module]:
+    """The per-block copies of the conditioning embedder, ``transformer_blocks[i].norm1.emb``."""
+    return [block.norm1.emb for block in transformer.transformer_blocks]
+
+
+def check_embedder_copies(transformer: DiTTransformer2DModel) -> None:
+    """Raises ``ValueError`` if the per-block copies of the embedder differ.
+
+    We raise rather than warn: every statistic in the book is computed from block 0's copy, which stands for
+    the whole model only if all copies are equal (as the conversion from the original checkpoint makes them).
+    """
+    reference = block_embedders(transformer)[0].state_dict()
+    differing = [
+        index
+        for index, embedder in enumerate(block_embedders(transformer))
+        if any(not torch.equal(reference[key], value) for key, value in embedder.state_dict().items())
+    ]
+    if differing:
+        raise ValueError(
+            f"the conditioning embedders of blocks {differing} differ from block 0's; c = y + t is not one "
+            "vector in this model, so the paper's statistics are not defined for it"
+        )
+
+
+def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift):
+    check_embedder_copies(transformer)
+    transformer = transformer.to(device=device, dtype=dtype).eval()
+    set_freq_shift(block_embedders(transformer), freq_shift)
+    if vae is not None:
+        vae = vae.to(device=device, dtype=dtype).eval()
+    return Bundle(
+        name=name,
+        embedder=block_embedders(transformer)[0],
+        num_classes=transformer.config.num_embeds_ada_norm,
+        time=TimeConvention("ddpm", first_time=999.0, t_max=scheduler.config.num_train_timesteps - 1),
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        class_names=class_names,
+        sha256=sha256,
+        device=device,
+        dtype=dtype,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                  Embedded model organisms (package data)
+# ---------------------------------------------------------------------------------------------------
+
+
+def embedded_manifest() -> dict:
+    """The recorded sha256 and files of each shipped checkpoint (``checkpoints/manifest.json``)."""
+    return json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
+
+
+def embedded_dir(name: str) -> Path:
+    return CHECKPOINT_DIR / name
+
+
+def _load_embedded(name: str, device: torch.device, dtype: torch.dtype, freq_shift: float | None) -> Bundle:
+    folder = embedded_dir(name)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing; train it with: python -m bottleneck_utils.train {name}")
+    expected = embedded_manifest().get(name, {}).get("sha256")
+    actual = sha256_of(weights)
+    if expected != actual:
+        raise ValueError(f"sha256 of {weights} is {actual}, but the manifest records {expected}")
+    transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
+    transformer.load_state_dict(load_file(weights))
+    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    meta = json.loads((folder / "meta.json").read_text())
+    return _diffusers_bundle(name, transformer, scheduler, None, meta["class_names"], actual, device, dtype, freq_shift)
+
+
+EMBEDDED = {"mnist-dit": _load_embedded}
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                       Hugging Face hub / local dirs
+# ---------------------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _load_diffusers(repo: str, device, dtype, freq_shift) -> Bundle:
+    """Loads a diffusers DiT pipeline folder: ``transformer/``, ``vae/``, ``scheduler/``, ``model_index.json``."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if Path(repo).is_dir():
+        folder = Path(repo)
+    else:
+        try:  # the cache first, so an offline machine answers at once instead of waiting on the network
+            folder = Path(snapshot_download(repo, local_files_only=True))
+        except LocalEntryNotFoundError:
+            if _hub_offline():
+                raise OSError(
+                    f"weights for {repo!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                    "run with network access or pass a local path"
+                ) from None
+            try:
+                folder = Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+            except Exception as error:  # network errors come in many types; one message for all of them
+                raise OSError(
+                    f"weights for {repo!r} are not in the local cache and could not be downloaded "
+                    f"({type(error).__name__}); run with network access or pass a local path"
+                ) from error
+    transformer = DiTTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae") if (folder / "vae").is_dir() else None
+    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+    names = None
+    if "id2label" in index:
+        names = [index["id2label"][str(i)] for i in range(len(index["id2label"]))]
+    weights = sorted((folder / "transformer").glob("*.safetensors"))
+    sha = sha256_of(weights[0]) if weights else None
+    return _diffusers_bundle(repo, transformer, scheduler, vae, names, sha, device, dtype, freq_shift)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                Original .pt checkpoints (DiT, SiT, REPA, ...)
+# ---------------------------------------------------------------------------------------------------
+
+EMBEDDER_KEYS = {
+    "t_embedder.mlp.0.weight": "timestep_embedder.linear_1.weight",
+    "t_embedder.mlp.0.bias": "timestep_embedder.linear_1.bias",
+    "t_embedder.mlp.2.weight": "timestep_embedder.linear_2.weight",
+    "t_embedder.mlp.2.bias": "timestep_embedder.linear_2.bias",
+    "y_embedder.embedding_table.weight": "class_embedder.embedding_table.weight",
+}
+
+
+def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reads an original-format ``.pt`` with ``weights_only=True``, preferring its ``ema`` sub-dict."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("ema"), dict):
+        checkpoint = checkpoint["ema"]
+    elif isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors (nor one under 'ema' or 'model')")
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def _require_keys(state_dict: dict, keys, path) -> None:
+    missing = [key for key in keys if key not in state_dict]
+    if missing:
+        raise KeyError(f"{path} is missing the keys {missing}; is it an original DiT-family checkpoint?")
+
+
+def embedder_from_original(state_dict: dict[str, torch.Tensor], path="checkpoint") -> CombinedTimestepLabelEmbeddings:
+    """Builds the c = y + t embedder from original ``t_embedder``/``y_embedder`` weights (freq shift 0)."""
+    _require_keys(state_dict, EMBEDDER_KEYS, path)
+    table = state_dict["y_embedder.embedding_table.weight"]  # (num_classes + 1, D)
+    embedder = CombinedTimestepLabelEmbeddings(table.shape[0] - 1, table.shape[1], class_dropout_prob=0.1)
+    embedder.load_state_dict({new: state_dict[old] for old, new in EMBEDDER_KEYS.items()})
+    set_freq_shift([embedder], 0)
+    return embedder
+
+
+def infer_family(path: str | Path) -> str:
+    """Guesses the model family from a checkpoint's file name; raises if no family or several match."""
+    stem = Path(path).name.lower()
+    found = [family for family in FAMILIES if re.search(rf"(^|[^a-z]){family}([^a-z]|$)", stem)]
+    if len(found) != 1:
+        raise ValueError(
+            f"cannot tell the model family of {Path(path).name!r} from its name; pass family= one of "
+            f"{sorted(FAMILIES)} (it fixes the time convention: DDPM integer t or flow t in [0, 1])"
+        )
+    return found[0]
+
+
+def _load_original(path, family, device, dtype, freq_shift, full) -> Bundle:
+    from bottleneck_utils.convert import original_to_diffusers  # the full conversion is only needed here
+
+    family = family or infer_family(path)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    state_dict = read_original_state_dict(path)
+    sha = sha256_of(path)
+    if full:
+        transformer = original_to_diffusers(state_dict, path=path)
+        transformer = transformer.to(device=device, dtype=dtype).eval()
+        embedders = block_embedders(transformer)
+        set_freq_shift(embedders, 0 if freq_shift is None else freq_shift)
+        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+        bundle_time = FAMILIES[family]
+        return Bundle(str(path), embedders[0], transformer.config.num_embeds_ada_norm, bundle_time, transformer,
+                      scheduler if bundle_time.kind == "ddpm" else None, sha256=sha, device=device, dtype=dtype)
+    embedder = embedder_from_original(state_dict, path).to(device=device, dtype=dtype).eval()
+    set_freq_shift([embedder], freq_shift)
+    table_rows = state_dict["y_embedder.embedding_table.weight"].shape[0]
+    return Bundle(str(path), embedder, table_rows - 1, FAMILIES[family], sha256=sha, device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                               load()
+# ---------------------------------------------------------------------------------------------------
+
+
+def load(
+    name_or_path: str,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    *,
+    freq_shift: float | None = None,
+    family: str | None = None,
+    full: bool = False,
+) -> Bundle:
+    """Loads a model into a :class:`Bundle`.
+
+    Args:
+        name_or_path: an embedded name (``"mnist-dit"``), a diffusers hub id (``"facebook/DiT-XL-2-256"``) or
+            local pipeline folder, or an original-format ``.pt``/``.pth`` checkpoint.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; a device that does not exist raises.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        freq_shift: the timestep sinusoid's frequency shift: 0 = original DiT (use it to match the paper),
+            1 = diffusers, None = the model's own convention. See the module docstring.
+        family: for ``.pt`` files, one of ``dit, mdt, sit, lightningdit, repa`` (the time convention);
+            guessed from the file name when None.
+        full: for ``.pt`` files, convert the whole DiT/SiT backbone into a diffusers ``DiTTransformer2DModel``
+            (needed for sampling); otherwise only the embedders are read.
+
+    Raises:
+        ValueError: an unknown name, a wrong checkpoint format or a bad argument.
+        FileNotFoundError: a path that does not exist.
+        OSError: hub weights that are not in the cache and cannot be downloaded.
+        RuntimeError: a device that is not available.
+    """
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    if name_or_path in EMBEDDED:
+        return EMBEDDED[name_or_path](name_or_path, device, dtype, freq_shift)
+    path = Path(name_or_path)
+    if path.suffix in (".pt", ".pth"):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        return _load_original(path, family, device, dtype, freq_shift, full)
+    if path.is_dir():
+        return _load_diffusers(str(path), device, dtype, freq_shift)
+    if name_or_path.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{name_or_path} does not exist")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) and not path.exists():
+        return _load_diffusers(name_or_path, device, dtype, freq_shift)
+    raise ValueError(
+        f"unknown model {name_or_path!r}: expected one of {sorted(EMBEDDED)}, a hub id like "
+        "'facebook/DiT-XL-2-256', a diffusers pipeline folder, or an original .pt/.pth checkpoint"
+    )
