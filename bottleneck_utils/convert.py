@@ -98,4 +98,7 @@ def original_to_diffusers(
         raise KeyError(f"{path}: missing keys {missing}; unexpected keys {unexpected}")
     model = DiTTransformer2DModel(**config)
     model.load_state_dict(_rename(state_dict, config["num_layers"]), strict=True)
+    fixed = model.pos_embed.pos_embed  # diffusers recomputes DiT's fixed sin-cos table: (1, N, D)
+    if not torch.allclose(fixed, state_dict["pos_embed"].to(fixed), atol=1e-4):
+        raise ValueError(f"{path}: its pos_embed is not DiT's fixed sin-cos table, which diffusers assumes")
     return model

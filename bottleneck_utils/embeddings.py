@@ -100,3 +100,22 @@ def conditional_vectors(
     else:
         vectors = y[None] + t[:, None, :]  # (T, n, d)
     return vectors[0] if scalar else vectors
+
+
+@torch.no_grad()
+def timestep_sweep(bundle: Bundle, timesteps, labels=None, chunk: int = 32) -> dict[str, torch.Tensor]:
+    """Mean off-diagonal cosine and mean nPR of c = y + t at every timestep, over the given labels.
+
+    The cosine uses the O(T·n·d) identity of :func:`stats.mean_offdiag_cosine_sweep`; the nPR is computed in
+    chunks of timesteps, so 1000 classes × 1000 timesteps × 1152 dims never sit in memory at once.
+
+    Returns:
+        ``{"timestep": (T,), "cosine": (T,), "npr": (T,)}`` as float64 CPU tensors.
+    """
+    from bottleneck_utils import stats
+
+    timesteps = check_timesteps(bundle, timesteps)
+    y = class_embeddings(bundle, labels).double()  # (n, d)
+    t = timestep_embeddings(bundle, timesteps).double()  # (T, d)
+    npr = torch.cat([stats.mean_npr(y[None] + t[i : i + chunk, None]) for i in range(0, len(t), chunk)])  # (T,)
+    return {"timestep": timesteps.cpu(), "cosine": stats.mean_offdiag_cosine_sweep(y, t).cpu(), "npr": npr.cpu()}

@@ -20,6 +20,7 @@ The timestep sinusoid (``freq_shift``):
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -284,8 +285,9 @@ EMBEDDER_KEYS = {
 
 def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Reads an original-format ``.pt`` with ``weights_only=True``, preferring its ``ema`` sub-dict."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the official train.py scripts also save their argparse.Namespace under "args"
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("ema"), dict):
@@ -325,7 +327,7 @@ def infer_family(path: str | Path) -> str:
     return found[0]
 
 
-def _load_original(path, family, device, dtype, freq_shift, full) -> Bundle:
+def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> Bundle:
     from bottleneck_utils.convert import original_to_diffusers  # the full conversion is only needed here
 
     family = family or infer_family(path)
@@ -334,7 +336,7 @@ def _load_original(path, family, device, dtype, freq_shift, full) -> Bundle:
     state_dict = read_original_state_dict(path)
     sha = sha256_of(path)
     if full:
-        transformer = original_to_diffusers(state_dict, path=path)
+        transformer = original_to_diffusers(state_dict, num_heads=num_heads, path=path)
         transformer = transformer.to(device=device, dtype=dtype).eval()
         embedders = block_embedders(transformer)
         set_freq_shift(embedders, 0 if freq_shift is None else freq_shift)
@@ -361,6 +363,7 @@ def load(
     freq_shift: float | None = None,
     family: str | None = None,
     full: bool = False,
+    num_heads: int | None = None,
 ) -> Bundle:
     """Loads a model into a :class:`Bundle`.
 
@@ -375,6 +378,7 @@ def load(
             guessed from the file name when None.
         full: for ``.pt`` files, convert the whole DiT/SiT backbone into a diffusers ``DiTTransformer2DModel``
             (needed for sampling); otherwise only the embedders are read.
+        num_heads: attention heads, for a full conversion of a width that is not a DiT size (S/B/L/XL).
 
     Raises:
         ValueError: an unknown name, a wrong checkpoint format or a bad argument.
@@ -389,7 +393,7 @@ def load(
     if path.suffix in (".pt", ".pth"):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        return _load_original(path, family, device, dtype, freq_shift, full)
+        return _load_original(path, family, device, dtype, freq_shift, full, num_heads)
     if path.is_dir():
         return _load_diffusers(str(path), device, dtype, freq_shift)
     if name_or_path.startswith(("/", ".", "~")):

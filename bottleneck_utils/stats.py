@@ -19,6 +19,12 @@ def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
     return unit @ unit.T  # (n, n)
 
 
+def _check_nonzero(norms: torch.Tensor, scale: float = 0.0) -> None:
+    """Raises if a vector is (numerically) zero: it has no direction, so no cosine."""
+    if (norms <= 1e-6 * scale).any() or (norms == 0).any():
+        raise ValueError("a conditional vector is zero (or cancels to ~1e-6 of its parts); its cosine is undefined")
+
+
 def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     n = matrix.shape[-1]
     if n < 2:
@@ -35,6 +41,7 @@ def mean_offdiag_cosine(vectors: torch.Tensor) -> torch.Tensor:
     n = vectors.shape[-2]
     if n < 2:
         raise ValueError("off-diagonal statistics need at least 2 vectors")
+    _check_nonzero(vectors.double().norm(dim=-1))
     unit = torch.nn.functional.normalize(vectors.double(), dim=-1)  # (..., n, d)
     total = unit.sum(dim=-2)  # (..., d)
     return ((total * total).sum(dim=-1) - n) / (n * (n - 1))
@@ -69,7 +76,8 @@ def mean_offdiag_cosine_sweep(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         raise ValueError("off-diagonal statistics need at least 2 vectors")
     cross = t @ y.T  # (T, n): y_i · t_k
     norms = ((y * y).sum(-1)[None, :] + 2 * cross + (t * t).sum(-1)[:, None]).clamp_min(0).sqrt()  # (T, n)
-    inverse = 1.0 / norms.clamp_min(torch.finfo(torch.float64).tiny)  # (T, n)
+    _check_nonzero(norms, scale=(y.norm(dim=-1).max() + t.norm(dim=-1).max()).item())
+    inverse = 1.0 / norms  # (T, n)
     total = inverse @ y + inverse.sum(-1, keepdim=True) * t  # (T, d): Σᵢ (yᵢ + t_k) / ‖yᵢ + t_k‖
     return ((total * total).sum(-1) - n) / (n * (n - 1))
 

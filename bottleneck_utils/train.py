@@ -177,7 +177,8 @@ def save_dit(name: str, model: DiTTransformer2DModel, recipe: dict, steps: int, 
     """Saves config, EMA weights (identical per-block embedder copies), scheduler and meta; returns sha256."""
     folder = CHECKPOINT_DIR / name
     state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}  # unties
-    save_file(state, folder / "model.safetensors")
+    save_file(state, folder / "model.partial.safetensors")
+    (folder / "model.partial.safetensors").replace(folder / "model.safetensors")  # never a half-written file
     config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     DDIMScheduler(**SCHEDULE, timestep_spacing="trailing").save_pretrained(folder / "scheduler")

@@ -1,0 +1,42 @@
+# The companion's commands. `make book` and `make test` are the README's set-up; each target is thin.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= mnist-dit
+DEVICE ?= cpu
+SAMPLES ?=
+export HF_HUB_OFFLINE ?= 1
+export PYTHONHASHSEED := 0
+
+.PHONY: venv book execute html test train bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+book: execute html          ## execute every notebook on the embedded default, then build the HTML
+
+execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, DEVICE=, SAMPLES= to override)
+	$(PY) -m bottleneck_utils.book execute --model $(MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
+
+html: venv                  ## build _build/html from the committed executed notebooks (no execution)
+	$(PY) -m bottleneck_utils.book check
+	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+
+test: venv                  ## pytest, CPU and offline
+	$(PY) -m pytest -q tests
+
+train: venv                 ## retrain the shipped model organisms (writes into bottleneck_utils/checkpoints)
+	$(PY) -m bottleneck_utils.train mnist-classifier
+	$(PY) -m bottleneck_utils.train mnist-dit
+
+bench: venv                 ## side-by-side benchmark ratios
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,34 @@
+"""Shared fixtures: offline, CPU, tiny configs."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDIMScheduler, DiTTransformer2DModel  # noqa: E402
+
+from bottleneck_utils.models import DDPM, Bundle, block_embedders  # noqa: E402
+
+
+def tiny_transformer(num_classes=5, seed=0, **overrides) -> DiTTransformer2DModel:
+    """A random-init pixel-space DiT small enough for CPU tests; adaLN and output layers are random too."""
+    torch.manual_seed(seed)
+    config = dict(num_attention_heads=2, attention_head_dim=8, in_channels=1, num_layers=2, sample_size=8,
+                  patch_size=2, num_embeds_ada_norm=num_classes, norm_eps=1e-6) | overrides
+    model = DiTTransformer2DModel(**config)
+    shared = model.transformer_blocks[0].norm1.emb.state_dict()
+    for embedder in block_embedders(model)[1:]:  # identical copies, as in converted checkpoints
+        embedder.load_state_dict(shared)
+    return model.eval()
+
+
+def tiny_bundle(num_classes=5, seed=0, **overrides) -> Bundle:
+    transformer = tiny_transformer(num_classes, seed, **overrides)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", timestep_spacing="trailing")
+    return Bundle("tiny", block_embedders(transformer)[0], num_classes, DDPM, transformer, scheduler)
+
+
+@pytest.fixture
+def bundle():
+    return tiny_bundle()

@@ -1,0 +1,38 @@
+"""The shipped model organisms meet their quality bars (these load the real package data)."""
+
+import csv
+import json
+
+import numpy as np
+import torch
+
+from bottleneck_utils import classifier, data
+from bottleneck_utils.models import embedded_dir, load
+from bottleneck_utils.sampling import sample
+
+
+def test_classifier_accuracy_on_mnist_test():
+    images, labels = data.load_mnist("test")
+    probabilities = classifier.predict(classifier.load_classifier(), classifier.downsample(images))
+    assert (probabilities.argmax(-1).numpy() == labels).mean() >= 0.97
+
+
+def test_mnist_dit_loads_with_its_log():
+    bundle = load("mnist-dit")
+    assert bundle.num_classes == 10 and bundle.class_names == [str(d) for d in range(10)]
+    assert len(bundle.sha256) == 64
+    steps = json.loads((embedded_dir("mnist-dit") / "meta.json").read_text())["steps"]
+    rows = list(csv.DictReader((embedded_dir("mnist-dit") / "train_log.csv").open()))
+    logged = [int(r["step"]) for r in rows]
+    assert logged[0] == 0 and logged[-1] == steps and logged == sorted(logged)
+
+
+def test_mnist_dit_samples_are_the_requested_digits():
+    """The quality bar of the issue: >= 90% of CFG-4 samples are classified as the requested digit."""
+    bundle = load("mnist-dit")
+    labels = torch.arange(10).repeat(50)  # 500 samples
+    images = sample(bundle, labels, num_steps=50, cfg_scale=4.0, seed=0, progress=False)
+    predicted = classifier.predict(classifier.load_classifier(), images).argmax(-1)
+    agreement = (predicted == labels).float().mean().item()
+    assert agreement >= 0.90, f"only {agreement:.1%} of samples are classified as the requested digit"
+    assert np.isfinite(images.numpy()).all()
