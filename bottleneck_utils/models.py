@@ -95,7 +95,12 @@ class Bundle:
 
     @property
     def hidden_size(self) -> int:
-        return self.embedder.class_embedder.embedding_table.weight.shape[1]
+        return self.embedder.timestep_embedder.linear_2.weight.shape[0]
+
+    @property
+    def null_label(self) -> int:
+        """The label of the CFG null condition: the model's own class count (not a hard-coded 1000)."""
+        return self.num_classes
 
 
 # ---------------------------------------------------------------------------------------------------

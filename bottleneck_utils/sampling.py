@@ -38,7 +38,7 @@ def _guided_eps(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.
     channels = x.shape[1]
     if cfg == 1.0:
         return bundle.transformer(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :channels]
-    null = torch.full_like(labels, bundle.num_classes)
+    null = torch.full_like(labels, bundle.null_label)
     both = bundle.transformer(
         torch.cat([x, x]), timestep=t.expand(2 * len(x)), class_labels=torch.cat([labels, null])
     ).sample[:, :channels]  # (2B, C, H, W); learned-σ channels, if any, are dropped
