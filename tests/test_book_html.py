@@ -1,0 +1,68 @@
+"""Browser check of the built book: headless Chromium loads each chapter; figures, glue and verdicts rendered.
+
+Needs the HTML (`make html`) and Debian's `chromium`; skipped, with the reason, when either is missing.
+Screenshots of each page are written to _build/screenshots/ for a person to look at.
+"""
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from bottleneck_utils import book
+
+HTML = book.ROOT / "_build" / "html"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic"]
+CHAPTERS_WITH_FIGURES = [name for name in book.CHAPTERS if name != "reproducibility"]
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(not (HTML / "book" / "similarity.html").is_file(), reason="the book is not built (make html)"),
+]
+
+
+class PageSummary(HTMLParser):
+    """Collects the <img> sources, the text, and the header cells of each table."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.text, self.table_headers, self._in_th = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+        self._in_th = tag == "th"
+
+    def handle_endtag(self, tag):
+        self._in_th = False if tag == "th" else self._in_th
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_th:
+            self.table_headers.append(data.strip())
+
+
+def chromium(*arguments, tmp_path):
+    command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@pytest.mark.parametrize("name", book.CHAPTERS)
+def test_chapter_renders_in_a_browser(name, tmp_path):
+    page = HTML / "book" / f"{name}.html"
+    summary = PageSummary()
+    summary.feed(chromium("--dump-dom", page.as_uri(), tmp_path=tmp_path))
+    text = " ".join(summary.text)
+    assert "Figure size" not in text  # a figure that rendered as its text repr instead of an image
+    assert "{glue" not in text and "glue:text" not in text  # a glue key that was not replaced
+    if name in CHAPTERS_WITH_FIGURES:
+        figures = [src for src in summary.images if src and "logo" not in src]
+        assert figures and all(src.strip() for src in figures)
+        assert "Verdict" in text and "verdict" in summary.table_headers
+    shots = book.ROOT / "_build" / "screenshots"
+    shots.mkdir(exist_ok=True)
+    chromium(f"--screenshot={shots / f'{name}.png'}", "--window-size=1280,2400", page.as_uri(), tmp_path=tmp_path)
+    assert (shots / f"{name}.png").stat().st_size > 10_000
