@@ -131,9 +131,9 @@ def stale_notebooks() -> list[str]:
     for name in CHAPTERS:
         executed = OUTPUTS / f"{name}.ipynb"
         if not executed.is_file():
-            problems.append(f"{executed.relative_to(ROOT)} is missing (run: make execute)")
+            problems.append(f"{executed.parent.name}/{executed.name} is missing (run: make execute)")
         elif code_cells(nbformat.read(executed, as_version=4)) != code_cells(jupytext.read(SOURCES / f"{name}.md")):
-            problems.append(f"{executed.relative_to(ROOT)} is stale: its code differs from notebooks/{name}.md")
+            problems.append(f"{executed.parent.name}/{executed.name} is stale: its code differs from notebooks/{name}.md")
     return problems
 
 
