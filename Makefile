@@ -37,6 +37,7 @@ train: venv                 ## retrain the shipped model organisms (writes into 
 
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_pruning.py
 
 clean:
 	rm -rf _build

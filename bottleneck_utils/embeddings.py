@@ -1,22 +1,31 @@
 """The paper's conditional vector c = y + t (and y, t alone), computed straight from the embedder modules.
 
 No sampling is needed: c depends only on the label and the timestep.
+
+"Labels" are class ids for a class-conditional model and condition values (e.g. temperatures) for a
+continuous-condition model (``bundle.condition`` set; see :mod:`bottleneck_utils.conditions`). For the latter,
+"every condition" (``labels=None``) means a grid of ``conditions.DEFAULT_GRID`` evenly spaced values over the
+trained range, and values outside that range raise.
 """
 
 from __future__ import annotations
 
 import torch
 
+from bottleneck_utils.conditions import DEFAULT_GRID
 from bottleneck_utils.models import Bundle
 
 PARTS = ("y+t", "y", "t")
 
 
 def check_labels(bundle: Bundle, labels, include_null: bool = False) -> torch.Tensor:
-    """Returns ``labels`` as a long tensor on the bundle's device, or raises if one is out of range.
+    """Returns ``labels`` as a tensor on the bundle's device, or raises if one is out of range.
 
-    Label ``bundle.num_classes`` is the CFG null class; it is accepted only with ``include_null=True``.
+    Class ids come back as a long tensor; label ``bundle.num_classes`` is the CFG null class, accepted only with
+    ``include_null=True``. For a continuous-condition model see :func:`check_conditions`.
     """
+    if bundle.condition is not None:
+        return check_conditions(bundle, labels, include_null)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     top = bundle.num_classes + (1 if include_null else 0)
     bad = labels[(labels < 0) | (labels >= top)]
@@ -24,6 +33,27 @@ def check_labels(bundle: Bundle, labels, include_null: bool = False) -> torch.Te
         null_hint = "" if include_null else f" (the null class {bundle.num_classes} needs include_null=True)"
         raise ValueError(f"class ids {bad.unique().tolist()} are outside 0..{top - 1}{null_hint}")
     return labels.to(bundle.device)
+
+
+def check_conditions(bundle: Bundle, values, include_null: bool = False) -> torch.Tensor:
+    """Returns continuous conditions as a float32 tensor on the bundle's device, or raises.
+
+    A value outside the trained range ``[bundle.condition.low, high]`` raises ``ValueError``: the embedder never
+    saw it, so its vector is an extrapolation, not the model's conditional vector. NaN is the CFG null condition,
+    accepted only with ``include_null=True``; ±inf always raises.
+    """
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    condition, null = bundle.condition, torch.isnan(values)
+    if null.any() and not include_null:
+        raise ValueError(f"NaN is the null {condition.name} (the CFG null condition); it needs include_null=True")
+    real = values[~null]
+    bad = real[~torch.isfinite(real) | (real < condition.low) | (real > condition.high)]
+    if len(bad):
+        raise ValueError(
+            f"{condition.name} values {bad.unique().tolist()[:5]} are outside the trained range "
+            f"[{condition.low:g}, {condition.high:g}] of {bundle.name}"
+        )
+    return values.float().to(bundle.device)
 
 
 def check_timesteps(bundle: Bundle, timesteps) -> torch.Tensor:
@@ -53,12 +83,24 @@ def first_sampling_timestep(bundle: Bundle, num_steps: int | None = None, schedu
     return float(scheduler.timesteps[0])
 
 
+def all_conditions(bundle: Bundle) -> torch.Tensor:
+    """What ``labels=None`` means: every real class, or a grid over a continuous condition's trained range."""
+    if bundle.condition is not None:
+        return bundle.condition.grid(DEFAULT_GRID)
+    return torch.arange(bundle.num_classes)
+
+
 @torch.no_grad()
 def class_embeddings(bundle: Bundle, labels=None, include_null: bool = False) -> torch.Tensor:
-    """y: rows of the label table, (n, d). ``labels=None`` means every real class."""
-    labels = torch.arange(bundle.num_classes) if labels is None else labels
-    labels = check_labels(bundle, labels, include_null)
-    return bundle.embedder.class_embedder.embedding_table(labels)
+    """y: rows of the label table, or e(T) of a continuous condition, (n, d). ``labels=None``: all conditions.
+
+    The label table is indexed directly rather than through ``LabelEmbedding.forward``, whose label dropout would
+    act on a module left in training mode.
+    """
+    labels = check_labels(bundle, all_conditions(bundle) if labels is None else labels, include_null)
+    if bundle.condition is not None:
+        return bundle.embedder.class_embedder(labels)  # (n, d); NaN rows are the null vector
+    return bundle.embedder.class_embedder.embedding_table(labels)  # (n, d)
 
 
 @torch.no_grad()
@@ -77,8 +119,8 @@ def conditional_vectors(
 
     Args:
         bundle: a loaded model.
-        labels: class ids; None means all real classes (the null class is excluded from statistics unless
-            ``include_null=True`` and it is listed).
+        labels: class ids, or condition values for a continuous model; None means all real classes (or the
+            grid of :func:`all_conditions`). The null class is excluded unless ``include_null=True`` and listed.
         timesteps: a scalar or a list; None means t₀ of the bundle's convention (999 / 0 / 1).
         part: ``"y+t"``, ``"y"`` or ``"t"``.
         include_null: accept the null label ``num_classes``.

