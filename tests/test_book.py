@@ -12,6 +12,8 @@ SMOKE = {
     "similarity": {"num_steps": 10, "zoom": 5},
     "head_tail": {"num_steps": 10, "probe_timesteps": 6, "tsne_points": 40},
     "training_dynamics": {},
+    "pruning": {"n_samples": 20, "batch_size": 20, "num_steps": 2, "tail_fractions": [0.3894], "head_fractions": [0.03],
+                "schedules": ["every"], "k": 1, "noise_seeds": [1], "n_boot": 5},
     "reproducibility": {},
 }
 
