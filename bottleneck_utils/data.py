@@ -49,7 +49,7 @@ _MNIST_FILES = {
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
+    raw = bytearray(gzip.decompress(path.read_bytes()))  # writable, so torch.as_tensor needs no copy or warning
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)

@@ -186,13 +186,19 @@ def check_embedder_copies(transformer: DiTTransformer2DModel) -> None:
         )
 
 
+def _moved(model, device, dtype):
+    """``model.to(device, dtype)``, casting only when the dtype differs: diffusers logs a warning for any dtype."""
+    model = model.to(device)
+    return (model if model.dtype == dtype else model.to(dtype)).eval()
+
+
 def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift,
                       condition=None):
     check_embedder_copies(transformer)
-    transformer = transformer.to(device=device, dtype=dtype).eval()
+    transformer = _moved(transformer, device, dtype)
     set_freq_shift(block_embedders(transformer), freq_shift)
     if vae is not None:
-        vae = vae.to(device=device, dtype=dtype).eval()
+        vae = _moved(vae, device, dtype)
     return Bundle(
         name=name,
         embedder=block_embedders(transformer)[0],
@@ -357,7 +363,7 @@ def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> 
     sha = sha256_of(path)
     if full:
         transformer = original_to_diffusers(state_dict, num_heads=num_heads, path=path)
-        transformer = transformer.to(device=device, dtype=dtype).eval()
+        transformer = _moved(transformer, device, dtype)
         embedders = block_embedders(transformer)
         set_freq_shift(embedders, 0 if freq_shift is None else freq_shift)
         scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)

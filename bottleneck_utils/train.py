@@ -63,7 +63,7 @@ MNIST_DIT = {
 # whose label table is replaced by the temperature embedder; "condition" (the trained T range) comes from the data.
 ISING_DIT = {
     "transformer": MNIST_DIT["transformer"] | {"sample_size": 16, "num_embeds_ada_norm": 1},
-    "steps": 2500,
+    "steps": 8000,
     "batch_size": 128,
     "lr": 1e-3,
     "ema_decay": 0.999,
@@ -181,6 +181,7 @@ def train_dit(recipe: dict, images: torch.Tensor, labels: torch.Tensor, steps: i
     generator = torch.Generator().manual_seed(seed)
     null_label = NULL if condition is not None else model.config.num_embeds_ada_norm
     t0 = float(SCHEDULE["num_train_timesteps"] - 1)
+    loss = torch.tensor(float("nan"))  # logged at step 0, before the first update
     with log_path.open("w", newline="") as handle:
         log = None
         bar = tqdm(range(steps + 1), desc="training")
@@ -191,7 +192,7 @@ def train_dit(recipe: dict, images: torch.Tensor, labels: torch.Tensor, steps: i
                 log = log or csv.DictWriter(handle, fieldnames=[*row, "loss"])
                 if step == 0:
                     log.writeheader()
-                log.writerow(row | {"loss": loss.item() if step else float("nan")})
+                log.writerow(row | {"loss": loss.item()})
                 handle.flush()
             if step == steps:
                 break

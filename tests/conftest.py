@@ -4,11 +4,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from diffusers import DDIMScheduler, DiTTransformer2DModel  # noqa: E402
+import pytest
+import torch
+from diffusers import DDIMScheduler, DiTTransformer2DModel
 
-from bottleneck_utils.models import DDPM, Bundle, block_embedders  # noqa: E402
+from bottleneck_utils.models import DDPM, Bundle, block_embedders
 
 
 def tiny_transformer(num_classes=5, seed=0, **overrides) -> DiTTransformer2DModel:

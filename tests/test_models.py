@@ -267,7 +267,7 @@ def test_full_load_of_a_non_standard_width_with_num_heads(tmp_path):
 @pytest.fixture
 def empty_hf_cache(tmp_path, monkeypatch):
     """An empty HF home in tmp_path, offline. huggingface_hub reads these constants at import, so patch both."""
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     home, cache = tmp_path / "hf_home", tmp_path / "hf_home" / "hub"
     cache.mkdir(parents=True)
