@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODEL ?= mnist-dit
+CONTINUOUS_MODEL ?= ising-dit
 DEVICE ?= cpu
 SAMPLES ?=
 export HF_HUB_OFFLINE ?= 1
@@ -21,8 +22,8 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 
 book: execute html          ## execute every notebook on the embedded default, then build the HTML
 
-execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, DEVICE=, SAMPLES= to override)
-	$(PY) -m bottleneck_utils.book execute --model $(MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
+execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, CONTINUOUS_MODEL=, DEVICE=, SAMPLES=)
+	$(PY) -m bottleneck_utils.book execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
 
 html: venv                  ## build _build/html from the committed executed notebooks (no execution)
 	$(PY) -m bottleneck_utils.book check
@@ -34,6 +35,7 @@ test: venv                  ## pytest, CPU and offline
 train: venv                 ## retrain the shipped model organisms (writes into bottleneck_utils/checkpoints)
 	$(PY) -m bottleneck_utils.train mnist-classifier
 	$(PY) -m bottleneck_utils.train mnist-dit
+	$(PY) -m bottleneck_utils.train ising-dit
 
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py

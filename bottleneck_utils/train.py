@@ -63,7 +63,7 @@ MNIST_DIT = {
 # whose label table is replaced by the temperature embedder; "condition" (the trained T range) comes from the data.
 ISING_DIT = {
     "transformer": MNIST_DIT["transformer"] | {"sample_size": 16, "num_embeds_ada_norm": 1},
-    "steps": 8000,
+    "steps": 8000,  # at 2500 the samples had speckle defects: Spearman(T, E) 0.72, binned |ΔE| 0.38 (bar: 0.9, 0.15)
     "batch_size": 128,
     "lr": 1e-3,
     "ema_decay": 0.999,

@@ -7,13 +7,15 @@ import pytest
 
 from bottleneck_utils import book
 
-# Tiny parameters: each notebook runs end to end in seconds on the embedded model.
+# Tiny parameters: each notebook runs end to end in seconds on its embedded model (mnist-dit unless named).
 SMOKE = {
     "similarity": {"num_steps": 10, "zoom": 5},
     "head_tail": {"num_steps": 10, "probe_timesteps": 6, "tsne_points": 40},
     "training_dynamics": {},
     "pruning": {"n_samples": 20, "batch_size": 20, "num_steps": 2, "tail_fractions": [0.3894], "head_fractions": [0.03],
                 "schedules": ["every"], "k": 1, "noise_seeds": [1], "n_boot": 5},
+    "continuous": {"model": "ising-dit", "num_steps": 2, "n_grid": 8, "n_samples": 18, "n_bins": 3, "n_bootstrap": 5,
+                   "tail_fractions": [0.4], "last_k": 1, "head_k": 1},
     "reproducibility": {},
 }
 
@@ -38,13 +40,14 @@ def test_stale_and_missing_notebooks_are_reported(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", book.CHAPTERS)
 def test_notebook_runs_with_tiny_parameters(name, tmp_path):
-    executed = nbformat.read(book.execute(name, {"model": "mnist-dit", **SMOKE[name]}, tmp_path), as_version=4)
+    parameters = {"model": "mnist-dit", **SMOKE[name]}
+    executed = nbformat.read(book.execute(name, parameters, tmp_path), as_version=4)
     errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     if name != "reproducibility":
         record = executed.metadata[book.PROVENANCE_KEY]
-        assert record["model"] == "mnist-dit" and len(record["model_sha256"]) == 64
-        assert record["parameters"]["model"] == "mnist-dit" and "torch" in record["packages"]
+        assert record["model"] == parameters["model"] and len(record["model_sha256"]) == 64
+        assert record["parameters"]["model"] == parameters["model"] and "torch" in record["packages"]
     assert not list(tmp_path.glob("*.partial.ipynb"))
 
 
@@ -62,3 +65,17 @@ def test_bad_parameters_fail_in_the_first_cell(parameters, message, tmp_path):
     assert message in str(failure.value)
     assert failure.value.exec_count <= 3  # parameters, injected parameters, setup: nothing after it ran
     assert not (tmp_path / "similarity.ipynb").exists()
+
+
+def test_continuous_chapter_refuses_a_class_model(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        book.execute("continuous", {"model": "mnist-dit"}, tmp_path)
+    assert "mnist-dit is class-conditional" in str(failure.value)
+    assert failure.value.exec_count <= 3
+
+
+def test_execute_command_gives_continuous_chapters_their_own_model(monkeypatch):
+    calls = []
+    monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters["model"])) or name)
+    book.main(["execute", "--model", "some-class-model", "--only", "similarity", "continuous"])
+    assert calls == [("similarity", "some-class-model"), ("continuous", "ising-dit")]

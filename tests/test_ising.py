@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from pathlib import Path
 import torch
 
 from bottleneck_utils import data, ising
@@ -117,13 +116,6 @@ def test_sample_quality_of_real_configurations_against_themselves():
 #                                     The shipped ising-dit organism
 # ---------------------------------------------------------------------------------------------------
 
-ISING_SHIPPED = (Path(__file__).parent.parent / "bottleneck_utils" / "checkpoints" / "ising-dit" / "model.safetensors")
-needs_ising_dit = pytest.mark.skipif(
-    not ISING_SHIPPED.is_file(), reason="ising-dit is not trained and shipped yet: python -m bottleneck_utils.train ising-dit"
-)
-
-
-@needs_ising_dit
 
 def test_ising_dit_loads_by_name_with_its_range_and_log():
     import csv
@@ -140,7 +132,6 @@ def test_ising_dit_loads_by_name_with_its_range_and_log():
     assert logged[0] == 0 and logged[-1] == steps
 
 
-@needs_ising_dit
 def test_ising_dit_samples_follow_the_requested_temperature():
     """The quality bar of the issue: Spearman(T, E) >= 0.9 and binned mean |ΔE| <= 0.15 against real data."""
     from bottleneck_utils.models import load

@@ -1,5 +1,7 @@
 """The CFG sampling loop: seeding, batching, shards, null label, PNG output."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,24 @@ def test_batch_size_and_shards_do_not_change_samples(bundle):
     shard = sample(bundle, labels[3:], num_steps=3, seed=7, first_index=3, progress=False)
     assert torch.allclose(whole, batched, atol=1e-5)
     assert torch.allclose(whole[3:], shard, atol=1e-5)
+
+
+def test_stochastic_scheduler_noise_follows_the_sample_not_the_batch(bundle):
+    """DDPM adds noise at every step: it must come from each sample's own generator, like the initial noise."""
+    from diffusers import DDPMScheduler
+
+    ddpm = dataclasses.replace(bundle, scheduler=DDPMScheduler(num_train_timesteps=1000, clip_sample=False,
+                                                                timestep_spacing="trailing"))
+    labels = [4, 0, 2, 2, 1, 3]
+    whole = sample(ddpm, labels, num_steps=4, seed=7, batch_size=6, progress=False)
+    batched = sample(ddpm, labels, num_steps=4, seed=7, batch_size=4, progress=False)
+    shard = sample(ddpm, labels[3:], num_steps=4, seed=7, first_index=3, progress=False)
+    torch.manual_seed(123)  # the global generator must not matter
+    again = sample(ddpm, labels, num_steps=4, seed=7, batch_size=6, progress=False)
+    assert torch.equal(whole, again)
+    assert torch.allclose(whole, batched, atol=1e-5) and torch.allclose(whole[3:], shard, atol=1e-5)
+    deterministic = sample(bundle, labels, num_steps=4, seed=7, progress=False)  # DDIM from the same noise
+    assert not torch.allclose(whole, deterministic, atol=1e-3)  # the step noise was really added
 
 
 def test_noise_depends_on_seed_and_index_only(bundle):
