@@ -35,13 +35,17 @@ PROVENANCE_KEY = "bottleneck_provenance"
 
 
 def git_commit() -> str:
-    """HEAD's hash, with ``+dirty`` when the working tree has uncommitted changes; ``unknown`` outside git."""
+    """HEAD's hash, ``+dirty`` when tracked files differ from it, ``unknown`` outside git.
+
+    The executed notebooks in ``book/`` do not count: they are this module's output, rewritten one by one during
+    ``make execute``, and would otherwise mark every chapter after the first as dirty.
+    """
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!book/*.ipynb") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
