@@ -15,7 +15,7 @@ SMOKE = {
     "pruning": {"n_samples": 20, "batch_size": 20, "num_steps": 2, "tail_fractions": [0.3894], "head_fractions": [0.03],
                 "schedules": ["every"], "k": 1, "noise_seeds": [1], "n_boot": 5},
     "continuous": {"model": "ising-dit", "num_steps": 2, "n_grid": 8, "n_samples": 18, "n_bins": 3, "n_bootstrap": 5,
-                   "tail_fractions": [0.4], "last_k": 1, "head_k": 1},
+                   "tail_fractions": [0.4], "last_k": 1, "head_ks": [1]},
     "reproducibility": {},
 }
 
