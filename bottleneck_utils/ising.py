@@ -173,11 +173,15 @@ class SampleQuality:
         spearman: Spearman correlation between requested T and sample energy (the real data's own: ≈ 0.94).
         energy: binned mean energy per spin, samples against real data.
         magnetization: binned mean |m|, samples against real data.
+        sample_energy: energy per spin of each sample (N,).
+        sample_magnetization: |m| of each sample (N,).
     """
 
     spearman: float
     energy: BinnedComparison
     magnetization: BinnedComparison
+    sample_energy: np.ndarray
+    sample_magnetization: np.ndarray
 
 
 def sample_quality(images: torch.Tensor, temperature, real_spins, real_temperature, edges) -> SampleQuality:
@@ -192,10 +196,12 @@ def sample_quality(images: torch.Tensor, temperature, real_spins, real_temperatu
     """
     spins = binarize(images)
     temperature = np.asarray(torch.as_tensor(temperature, dtype=torch.float64).cpu())
-    energy, real_energy = energy_per_spin(spins), energy_per_spin(real_spins)
+    energy, magnetization = energy_per_spin(spins), abs_magnetization(spins)
     return SampleQuality(
         spearman=temperature_spearman(temperature, energy),
-        energy=binned_comparison(temperature, energy, real_temperature, real_energy, edges),
-        magnetization=binned_comparison(temperature, abs_magnetization(spins), real_temperature,
-                                        abs_magnetization(real_spins), edges),
+        energy=binned_comparison(temperature, energy, real_temperature, energy_per_spin(real_spins), edges),
+        magnetization=binned_comparison(temperature, magnetization, real_temperature, abs_magnetization(real_spins),
+                                        edges),
+        sample_energy=energy,
+        sample_magnetization=magnetization,
     )

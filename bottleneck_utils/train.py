@@ -2,7 +2,7 @@
 
     python -m bottleneck_utils.train mnist-classifier        # the 14×14 MNIST classifier (~1 CPU minute)
     python -m bottleneck_utils.train mnist-dit               # the class-conditional DiT (~20 CPU minutes)
-    python -m bottleneck_utils.train ising-dit               # the temperature-conditional DiT (~20 CPU minutes)
+    python -m bottleneck_utils.train ising-dit               # the temperature-conditional DiT (~70 CPU minutes)
 
 The DiT is a diffusers ``DiTTransformer2DModel`` initialised as in the original DiT (``initialize_weights``)
 with ONE embedder shared by all blocks, as in the original code; it is saved as identical per-block copies,

@@ -32,3 +32,15 @@ def tiny_bundle(num_classes=5, seed=0, **overrides) -> Bundle:
 @pytest.fixture
 def bundle():
     return tiny_bundle()
+
+
+def record_class_labels(transformer) -> list[torch.Tensor]:
+    """Wraps ``transformer.forward`` to record the ``class_labels`` of every call; returns the list they go into."""
+    seen, forward = [], transformer.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["class_labels"].clone())
+        return forward(*args, **kwargs)
+
+    transformer.forward = spy
+    return seen

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_transformer
+from conftest import record_class_labels, tiny_transformer
 from diffusers import DDIMScheduler
 from diffusers.models.embeddings import get_timestep_embedding
 
@@ -96,14 +96,7 @@ def test_all_conditions_of_a_continuous_bundle_is_a_grid_over_the_range(continuo
 
 
 def test_sampler_uses_nan_as_the_null_and_is_seeded(continuous):
-    seen = []
-    forward = continuous.transformer.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["class_labels"].clone())
-        return forward(*args, **kwargs)
-
-    continuous.transformer.forward = spy
+    seen = record_class_labels(continuous.transformer)
     first = sample(continuous, [0.5, 4.0], num_steps=3, cfg_scale=3.0, seed=2, progress=False)
     assert seen[0][:2].tolist() == [0.5, 4.0] and torch.isnan(seen[0][2:]).all()
     assert torch.isfinite(first).all() and first.shape == (2, 1, 8, 8)

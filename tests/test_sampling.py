@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import record_class_labels
 from PIL import Image
 
 from bottleneck_utils.sampling import initial_noise, sample
@@ -52,14 +53,7 @@ def test_noise_depends_on_seed_and_index_only(bundle):
 
 
 def test_cfg_uses_the_models_null_class(bundle):
-    seen = []
-    forward = bundle.transformer.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["class_labels"].clone())
-        return forward(*args, **kwargs)
-
-    bundle.transformer.forward = spy
+    seen = record_class_labels(bundle.transformer)
     sample(bundle, [1, 2], num_steps=1, cfg_scale=3.0, progress=False)
     assert seen[0].tolist() == [1, 2, bundle.num_classes, bundle.num_classes]
 
