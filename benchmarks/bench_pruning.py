@@ -22,9 +22,7 @@ always exits 0 (it is a benchmark, not a test); it prints PASS/FAIL against the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,39 +30,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is used from the repo, not installed
 
+from bench_core import alternate, verdict  # the timing helpers, shared with the core benchmark (same folder)
+
 from bottleneck_utils import masks
 from bottleneck_utils.models import load
 from bottleneck_utils.sampling import balanced_labels, sample
-
-# ---------------------------------------------------------------------------------------------------
-#                                           Timing helpers
-# ---------------------------------------------------------------------------------------------------
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def alternate(sides: dict, repeats: int) -> tuple[dict, dict]:
-    """Times each side ``repeats`` times after one warm-up, interleaved, the order flipped every round.
-
-    Returns ({name: median seconds}, {name: result of its last run}).
-    """
-    for fn in sides.values():
-        fn()
-    seconds, results = {name: [] for name in sides}, {}
-    for round_ in range(repeats):
-        for name in list(sides) if round_ % 2 == 0 else list(reversed(sides)):
-            elapsed, results[name] = timed(sides[name])
-            seconds[name].append(elapsed)
-    return {name: statistics.median(values) for name, values in seconds.items()}, results
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
 
 # ---------------------------------------------------------------------------------------------------
 #                                   1. Masked vs unmasked sampling
@@ -82,7 +52,7 @@ def bench_mask_overhead(repeats: int, num_images: int, num_steps: int, last_k: i
                               mask=mask, schedule=schedule, progress=False)
 
     sides = {"unmasked": run(), "every step": run(mask), f"last {last_k}": run(mask, masks.Schedule("last", last_k))}
-    medians, results = alternate(sides, repeats)
+    medians, _, results = alternate(sides, repeats)
     print(f"[1] sampling {num_images} mnist-dit images, {num_steps} DDIM steps, CFG 4, one batch; per-sample tail "
           f"mask τ={tau:.4f} ({mask.removed_count:.1f} of {bundle.hidden_size} coordinates on average)")
     changed = (results["every step"] - results["unmasked"]).abs().max().item()
@@ -115,7 +85,7 @@ def projection_ratio(hidden: int, batch: int, removed_fraction: float, repeats: 
         return compact(F.silu(c[:, kept]))  # (B, 6D)
 
     with torch.no_grad():
-        medians, results = alternate({"dense": lambda: [dense() for _ in range(20)],
+        medians, _, results = alternate({"dense": lambda: [dense() for _ in range(20)],
                                       "sparse": lambda: [sparse() for _ in range(20)]}, repeats)
         assert torch.allclose(results["dense"][0], results["sparse"][0], atol=1e-4)
     return medians["sparse"] / medians["dense"]
