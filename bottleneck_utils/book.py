@@ -73,6 +73,13 @@ def provenance(bundle, parameters: dict) -> dict:
     return record
 
 
+def verdict(passed: bool, testable: bool = True) -> str:
+    """The verdict column of every chapter's last table."""
+    if not testable:
+        return "not testable here"
+    return "reproduced" if passed else "not reproduced"
+
+
 def check_parameters(values: dict, types: dict) -> None:
     """Raises TypeError naming each papermill parameter whose value has the wrong type."""
     wrong = [f"{name}={value!r} (expected {types[name]})" for name, value in values.items()

@@ -79,3 +79,8 @@ def test_execute_command_gives_continuous_chapters_their_own_model(monkeypatch):
     monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters["model"])) or name)
     book.main(["execute", "--model", "some-class-model", "--only", "similarity", "continuous"])
     assert calls == [("similarity", "some-class-model"), ("continuous", "ising-dit")]
+
+
+def test_verdict_words():
+    assert [book.verdict(True), book.verdict(False), book.verdict(True, testable=False)] == \
+        ["reproduced", "not reproduced", "not testable here"]
