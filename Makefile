@@ -9,7 +9,7 @@ SAMPLES ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book execute html test train bench clean
+.PHONY: venv book execute html test train train-ladder bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
@@ -32,10 +32,14 @@ html: venv                  ## build _build/html from the committed executed not
 test: venv                  ## pytest, CPU and offline
 	$(PY) -m pytest -q tests
 
-train: venv                 ## retrain the shipped model organisms (writes into bottleneck_utils/checkpoints)
-	$(PY) -m bottleneck_utils.train mnist-classifier
-	$(PY) -m bottleneck_utils.train mnist-dit
-	$(PY) -m bottleneck_utils.train ising-dit
+train: venv                 ## retrain the shipped organisms (runs/ resumable; --install replaces the shipped ones)
+	$(PY) -m bottleneck_utils.train mnist-classifier --install
+	$(PY) -m bottleneck_utils.train mnist-dit --install
+	$(PY) -m bottleneck_utils.train mnist-sit --install
+	$(PY) -m bottleneck_utils.train ising-dit --install
+
+train-ladder: venv          ## the regime ladder, one rung after another, 1 thread (hours; never in CI)
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.ladder train
 
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py

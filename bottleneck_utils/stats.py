@@ -148,3 +148,59 @@ def head_tail_indices(vector: torch.Tensor, tau: float) -> tuple[torch.Tensor, t
 def per_dim_variance(vectors: torch.Tensor) -> torch.Tensor:
     """Variance of each coordinate across the conditions (rows): (n, d) → (d,). Population variance."""
     return vectors.double().var(dim=0, unbiased=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                  One summary, one key scheme
+# ---------------------------------------------------------------------------------------------------
+
+SUMMARY_KEYS = ("cos_c", "cos_y", "npr_c", "npr_y", "t_share", "head_energy", "tail_rel")
+
+
+def head_energy_share(vectors: torch.Tensor, share: float = 0.02) -> torch.Tensor:
+    """Share of ‖c‖² held by the top ``share`` of coordinates (at least one), per vector: (..., d) → (...)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    energy = vectors.double() ** 2  # (..., d)
+    k = max(1, round(share * vectors.shape[-1]))
+    return energy.topk(k, dim=-1).values.sum(-1) / energy.sum(-1)
+
+
+def relative_tail_fraction(vectors: torch.Tensor, relative_tau: float = 0.01) -> torch.Tensor:
+    """s_tail at τ = ``relative_tau`` · max|cᵢ| of each vector: a scale-free tail share, (..., d) → (...)."""
+    tau = _check_tau(relative_tau)
+    magnitude = vectors.double().abs()
+    return (magnitude < tau * magnitude.amax(-1, keepdim=True)).double().mean(-1)
+
+
+def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative_tau: float = 0.01) -> dict[str, float]:
+    """The statistics of c = y + t that every chapter and every training log report, under one key scheme.
+
+    Args:
+        y: class (or condition) embeddings (n, d), n ≥ 2.
+        t: the timestep embedding at one timestep (d,).
+        head_share: the share of coordinates that :func:`head_energy_share` counts as the head (paper: 1–2%).
+        relative_tau: τ as a share of max|cᵢ| for :func:`relative_tail_fraction`.
+
+    Returns:
+        ``cos_c``/``cos_y``: mean off-diagonal cosine of c and of y; ``npr_c``/``npr_y``: mean per-vector nPR;
+        ``t_share``: ‖t‖² / (‖t‖² + mean ‖yᵢ‖²), the share of the energy of c that t carries were y ⟂ t;
+        ``head_energy``: mean share of ‖c‖² in the top ``head_share`` coordinates; ``tail_rel``: mean share of
+        coordinates with |cᵢ| < ``relative_tau`` · max|c|.
+    """
+    if y.ndim != 2 or t.shape != y.shape[-1:]:
+        raise ValueError(f"summary needs y of shape (n, d) and t of shape (d,), got {tuple(y.shape)} and {tuple(t.shape)}")
+    if not (torch.isfinite(y).all() and torch.isfinite(t).all()):
+        raise ValueError("summary got non-finite embeddings (NaN or inf): check the model's weights and timestep")
+    y, t = y.double(), t.double()
+    c = y + t  # (n, d)
+    t_energy = (t * t).sum()
+    return {
+        "cos_c": mean_offdiag_cosine(c).item(),
+        "cos_y": mean_offdiag_cosine(y).item(),
+        "npr_c": mean_npr(c).item(),
+        "npr_y": mean_npr(y).item(),
+        "t_share": (t_energy / (t_energy + (y * y).sum(-1).mean())).item(),
+        "head_energy": head_energy_share(c, head_share).mean().item(),
+        "tail_rel": relative_tail_fraction(c, relative_tau).mean().item(),
+    }

@@ -1,13 +1,18 @@
-"""Trains the embedded model organisms and their MNIST classifier; writes them into the package data.
+"""Trains the embedded model organisms and their MNIST classifier.
 
-    python -m bottleneck_utils.train mnist-classifier        # the 14×14 MNIST classifier (~1 CPU minute)
-    python -m bottleneck_utils.train mnist-dit               # the class-conditional DiT (~20 CPU minutes)
-    python -m bottleneck_utils.train ising-dit               # the temperature-conditional DiT (~70 CPU minutes)
+    python -m bottleneck_utils.train mnist-classifier --install   # the 14×14 MNIST classifier (~1 CPU minute)
+    python -m bottleneck_utils.train mnist-dit --install          # the class-conditional DiT (~20 CPU minutes)
+    python -m bottleneck_utils.train mnist-sit --install          # the same in SiT's flow convention
+    python -m bottleneck_utils.train ising-dit --install          # the temperature-conditional DiT (~70 CPU minutes)
+
+A run writes into its own folder (``--out``, default ``runs/NAME``) and saves a resumable ``state.pt`` every 500
+steps: run the same command again to continue. Only ``--install``, after training succeeds, replaces the shipped
+checkpoint in the package data and its sha256 in the manifest.
 
 The DiT is a diffusers ``DiTTransformer2DModel`` initialised as in the original DiT (``initialize_weights``)
 with ONE embedder shared by all blocks, as in the original code; it is saved as identical per-block copies,
-the layout of the hub checkpoint. Every ``log_every`` steps the mean cosine and nPR of c = y + t at t₀ and of
-y alone, for the raw and the EMA weights, go into ``train_log.csv`` beside the checkpoint.
+the layout of the hub checkpoint. Every ``log_every`` steps :func:`stats.summary` of c = y + t at t₀, for the
+raw and the EMA weights, goes into ``train_log.csv``.
 
 A recipe with a ``"condition"`` entry trains a continuous-condition model (``ising-dit``): the label table is
 replaced by :class:`bottleneck_utils.conditions.ContinuousConditionEmbedding`, dropped conditions become NaN (the
@@ -21,6 +26,8 @@ import copy
 import csv
 import json
 import math
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,8 +39,8 @@ from tqdm.auto import tqdm
 
 from bottleneck_utils import classifier, data, stats
 from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
-from bottleneck_utils.embeddings import conditional_vectors
-from bottleneck_utils.models import CHECKPOINT_DIR, DDPM, Bundle, sha256_of
+from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
+from bottleneck_utils.models import CHECKPOINT_DIR, FAMILIES, Bundle, TimeConvention, resolve_device, sha256_of
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Organism recipes
@@ -72,6 +79,10 @@ ISING_DIT = {
     "ising_symmetries": True,  # augment with the lattice's exact symmetries (see ising_symmetries)
     "class_names": None,
 }
+# mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
+MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
+ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT}
+OBJECTIVES = {"ddpm": None, "flow-sit": "sit", "flow-repa": "repa"}  # objective → flow family of its time
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,7 +145,54 @@ def build_transformer(config: dict, seed: int, condition: ConditionRange | None 
 
 
 # ---------------------------------------------------------------------------------------------------
-#                                           Training loop
+#                                  Objectives: DDPM ε and flow velocity
+# ---------------------------------------------------------------------------------------------------
+
+
+def ddpm_schedule(num_train_timesteps: int) -> dict:
+    """DiT's linear β schedule for ``num_train_timesteps`` steps: β scaled by 1000/T, as in ADM/DiT's
+    ``get_named_beta_schedule("linear")``, so a short schedule still ends at (almost) pure noise."""
+    if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+        raise ValueError(f"train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+    scale = 1000 / num_train_timesteps
+    return {"num_train_timesteps": num_train_timesteps, "beta_schedule": "linear",
+            "beta_start": scale * SCHEDULE["beta_start"], "beta_end": scale * SCHEDULE["beta_end"]}
+
+
+def time_convention(recipe: dict) -> TimeConvention:
+    """The time convention a recipe trains: DDPM over its ``train_timesteps``, or SiT's / REPA's flow time."""
+    objective = recipe.get("objective", "ddpm")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "ddpm":
+        last = float(recipe.get("train_timesteps", 1000) - 1)
+        return TimeConvention("ddpm", first_time=last, t_max=last)
+    return FAMILIES[OBJECTIVES[objective]]
+
+
+def noisy_batch(recipe: dict, x0: torch.Tensor, generator: torch.Generator):
+    """(x_t, t, target) for one batch of clean images x0 (B, C, H, W).
+
+    DDPM: integer t in [0, T), x_t = √ᾱ x0 + √(1−ᾱ) ε, target ε. Flow, SiT's convention (noise at t = 0):
+    x_t = t·x0 + (1 − t)·ε, target x0 − ε. REPA's (noise at t = 1): x_t = (1 − t)·x0 + t·ε, target ε − x0.
+    Flow t ~ U[0, 1) is fed to the sinusoid unscaled, as SiT and REPA do.
+    """
+    objective = recipe.get("objective", "ddpm")
+    if objective == "ddpm":
+        schedule = ddpm_schedule(recipe.get("train_timesteps", 1000))
+        t = torch.randint(schedule["num_train_timesteps"], (len(x0),), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        return DDPMScheduler(**schedule).add_noise(x0, noise, t), t, noise
+    t = torch.rand(len(x0), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    s = t.view(-1, *[1] * (x0.ndim - 1))  # (B, 1, 1, 1)
+    if objective == "flow-sit":
+        return s * x0 + (1 - s) * noise, t, x0 - noise
+    return (1 - s) * x0 + s * noise, t, noise - x0
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                     Data sources and logging
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -156,127 +214,250 @@ def ising_symmetries(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return out
 
 
-def embedding_stats(model: DiTTransformer2DModel, t0: float, condition: ConditionRange | None = None) -> dict:
-    """Mean off-diagonal cosine and mean nPR of c = y + t at t₀ and of y, over all classes (or the condition grid)."""
+@dataclass
+class TensorSource:
+    """A fixed training set: (N, C, H, W) images in [-1, 1] and their labels (class ids or condition values)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    symmetries: bool = False  # augment with the Ising lattice's exact symmetries
+
+    def draw(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = torch.randint(len(self.images), (n,), generator=generator)
+        x0 = self.images[batch]
+        return (ising_symmetries(x0, generator) if self.symmetries else x0), self.labels[batch].clone()
+
+
+def embedding_summary(model: DiTTransformer2DModel, time: TimeConvention, condition: ConditionRange | None) -> dict:
+    """:func:`stats.summary` of c = y + t at t₀ over all classes (or the condition grid) of a model in training."""
     num_classes = 0 if condition is not None else model.config.num_embeds_ada_norm
-    bundle = Bundle("training", model.transformer_blocks[0].norm1.emb, num_classes, DDPM, condition=condition)
-    row = {}
-    for part, key in (("y+t", "c"), ("y", "y")):
-        vectors = conditional_vectors(bundle, timesteps=t0, part=part)  # (n, d)
-        row[f"cos_{key}"] = stats.mean_offdiag_cosine(vectors).item()
-        row[f"npr_{key}"] = stats.mean_npr(vectors).item()
-    return row
+    device = next(model.parameters()).device
+    bundle = Bundle("training", model.transformer_blocks[0].norm1.emb, num_classes, time, condition=condition,
+                    device=device)
+    y = class_embeddings(bundle).double().cpu()  # (n, d)
+    t = timestep_embeddings(bundle, time.first_time)[0].double().cpu()  # (d,)
+    return stats.summary(y, t)
 
 
-def train_dit(recipe: dict, images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int, log_path: Path):
-    """Trains a conditional ε-prediction DiT on (N, C, H, W) images in [-1, 1]; returns the EMA model.
+def write_atomically(path: Path, write) -> None:
+    """Calls ``write(temporary_path)``, then renames it onto ``path``: a reader never sees a half-written file."""
+    temporary = path.with_name(path.name + ".partial")
+    write(temporary)
+    temporary.replace(path)
 
-    ``labels`` are class ids, or float condition values when the recipe has a ``"condition"`` range.
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            log = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            log.writeheader()
+            log.writerows(rows)
+
+    write_atomically(path, write)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                       Resumable training loop
+# ---------------------------------------------------------------------------------------------------
+
+
+def _save_state(path: Path, step: int, recipe: dict, seed: int, model, ema, optimizer, generator, rows, loss):
+    state = {"step": step, "recipe": recipe, "seed": seed, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "rows": rows, "loss": loss}
+    write_atomically(path, lambda temporary: torch.save(state, temporary))
+
+
+def _without_steps(recipe: dict) -> dict:
+    """The recipe as saved in a state file, less its length: a longer run of the same recipe continues a shorter one
+    (the learning rate is constant)."""
+    return {k: v for k, v in json.loads(json.dumps(recipe)).items() if k != "steps"}
+
+
+def _resume(path: Path, recipe: dict, seed: int, steps: int, model, ema, optimizer, generator):
+    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    same = {k: v for k, v in state["recipe"].items() if k != "steps"} == _without_steps(recipe)
+    if not same or state["seed"] != seed:
+        raise ValueError(f"{path} holds a run of another recipe or seed; pass a new --out folder (or delete it)")
+    if state["step"] > steps:
+        raise ValueError(f"{path} is already at step {state['step']} > the {steps} steps asked for")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state["step"], state["rows"], state["loss"]
+
+
+def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device: str = "cpu",
+              checkpoint_every: int = 500, progress: bool = True) -> DiTTransformer2DModel:
+    """Trains a conditional DiT; resumes from ``out_dir/state.pt`` when it exists; returns the EMA model.
+
+    Args:
+        recipe: the organism's recipe (``objective`` ``"ddpm"`` (default), ``"flow-sit"`` or ``"flow-repa"``;
+            ``train_timesteps`` for DDPM; a ``"condition"`` range for a continuous-condition model).
+        source: draws ``(x0, labels)`` batches: a :class:`TensorSource` or :class:`composite.CompositeDigits`.
+        steps: optimizer steps in all (a resumed run continues up to this many).
+        seed: seeds the initialisation and every random draw, so a resumed run equals an uninterrupted one.
+        out_dir: where ``state.pt`` (every ``checkpoint_every`` steps) and ``train_log.csv`` go.
+        device: ``"cpu"`` or ``"cuda"``; data and noise are drawn on the CPU either way.
     """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
     condition = ConditionRange(**recipe["condition"]) if recipe.get("condition") else None
-    model = build_transformer(recipe["transformer"], seed, condition).train()
+    time = time_convention(recipe)
+    device = resolve_device(device)
+    model = build_transformer(recipe["transformer"], seed, condition).to(device).train()
     ema = copy.deepcopy(model).eval()  # deepcopy keeps the embedder shared inside the copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
-    noise_scheduler = DDPMScheduler(**SCHEDULE)
     generator = torch.Generator().manual_seed(seed)
     null_label = NULL if condition is not None else model.config.num_embeds_ada_norm
-    t0 = float(SCHEDULE["num_train_timesteps"] - 1)
-    loss = torch.tensor(float("nan"))  # logged at step 0, before the first update
-    with log_path.open("w", newline="") as handle:
-        log = None
-        bar = tqdm(range(steps + 1), desc="training")
-        for step in bar:
-            if step % recipe["log_every"] == 0 or step == steps:
-                row = {"step": step, **embedding_stats(model, t0, condition)}
-                row |= {f"{key}_ema": value for key, value in embedding_stats(ema, t0, condition).items()}
-                log = log or csv.DictWriter(handle, fieldnames=[*row, "loss"])
-                if step == 0:
-                    log.writeheader()
-                log.writerow(row | {"loss": loss.item()})
-                handle.flush()
-            if step == steps:
-                break
-            batch = torch.randint(len(images), (recipe["batch_size"],), generator=generator)
-            x0, y = images[batch], labels[batch].clone()  # (B, C, H, W), (B,)
-            if recipe.get("ising_symmetries"):
-                x0 = ising_symmetries(x0, generator)
-            y[torch.rand(len(y), generator=generator) < recipe["label_dropout"]] = null_label
-            t = torch.randint(SCHEDULE["num_train_timesteps"], (len(y),), generator=generator)
-            noise = torch.randn(x0.shape, generator=generator)
-            eps = model(noise_scheduler.add_noise(x0, noise, t), timestep=t, class_labels=y).sample
-            loss = F.mse_loss(eps, noise)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.parameters()):
-                    p_ema.lerp_(p, 1 - recipe["ema_decay"])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, start, rows, loss = out_dir / "state.pt", 0, [], float("nan")  # NaN: no loss before step 1
+    if state_path.is_file():
+        start, rows, loss = _resume(state_path, recipe, seed, steps, model, ema, optimizer, generator)
+    bar = tqdm(range(start, steps + 1), desc=f"training {out_dir.name}", initial=start, total=steps + 1,
+               disable=not progress)
+    for step in bar:
+        if step % recipe["log_every"] == 0 or step == steps:
+            row = {"step": step, **embedding_summary(model, time, condition)}
+            rows.append(row | {f"{k}_ema": v for k, v in embedding_summary(ema, time, condition).items()} |
+                        {"loss": loss})
+            write_log(out_dir / "train_log.csv", rows)
+        if step == steps:
+            break
+        x0, y = source.draw(generator, recipe["batch_size"])  # (B, C, H, W), (B,)
+        y[torch.rand(len(y), generator=generator) < recipe["label_dropout"]] = null_label
+        x_t, t, target = noisy_batch(recipe, x0, generator)
+        prediction = model(x_t.to(device), timestep=t.to(device), class_labels=y.to(device)).sample
+        loss_tensor = F.mse_loss(prediction, target.to(device))
+        optimizer.zero_grad()
+        loss_tensor.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - recipe["ema_decay"])
+        loss = loss_tensor.item()
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss)
     return ema
 
 
 # ---------------------------------------------------------------------------------------------------
-#                                     Saving into the package data
+#                            Saving a run, and installing it into the package data
 # ---------------------------------------------------------------------------------------------------
+
+
+def save_run(out_dir: Path, model: DiTTransformer2DModel, recipe: dict, steps: int, seed: int) -> None:
+    """Writes the EMA weights (identical per-block embedder copies), the shared embedder alone, config, scheduler
+    (DDPM organisms) and meta into ``out_dir``, each file atomically."""
+    state = {key: value.detach().cpu().clone().contiguous() for key, value in model.state_dict().items()}  # unties
+    write_atomically(out_dir / "model.safetensors", lambda temporary: save_file(state, temporary))
+    embedder = {k: v.detach().cpu().contiguous() for k, v in model.transformer_blocks[0].norm1.emb.state_dict().items()}
+    write_atomically(out_dir / "embedder.safetensors", lambda temporary: save_file(embedder, temporary))
+    config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
+    write_atomically(out_dir / "config.json", lambda temporary: temporary.write_text(json.dumps(config, indent=2)))
+    if recipe.get("objective", "ddpm") == "ddpm":
+        schedule = ddpm_schedule(recipe.get("train_timesteps", 1000))
+        DDIMScheduler(**schedule, timestep_spacing="trailing", clip_sample=False).save_pretrained(out_dir / "scheduler")
+    meta = {"class_names": recipe["class_names"], "condition": recipe.get("condition"), "steps": steps,
+            "seed": seed, "recipe": {k: v for k, v in recipe.items() if k not in ("class_names", "condition")}}
+    write_atomically(out_dir / "meta.json", lambda temporary: temporary.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
 def record_sha256(name: str, sha256: str) -> None:
     manifest_path = CHECKPOINT_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[name] = {"sha256": sha256}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_atomically(manifest_path, lambda t: t.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n"))
 
 
-def save_dit(name: str, model: DiTTransformer2DModel, recipe: dict, steps: int, seed: int) -> str:
-    """Saves config, EMA weights (identical per-block embedder copies), scheduler and meta; returns sha256."""
-    folder = CHECKPOINT_DIR / name
-    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}  # unties
-    save_file(state, folder / "model.partial.safetensors")
-    (folder / "model.partial.safetensors").replace(folder / "model.safetensors")  # never a half-written file
-    config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    DDIMScheduler(**SCHEDULE, timestep_spacing="trailing", clip_sample=False).save_pretrained(folder / "scheduler")
-    meta = {"class_names": recipe["class_names"], "condition": recipe.get("condition"), "steps": steps,
-            "seed": seed, "recipe": {k: v for k, v in recipe.items() if k not in ("class_names", "condition")}}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    sha = sha256_of(folder / "model.safetensors")
+def install(out_dir: Path, name: str, weights: bool = True) -> str:
+    """Copies a finished run into ``checkpoints/<name>`` (replacing what is there) and records its sha256.
+
+    With ``weights=False`` only the embedder, the log and the meta are shipped (a ladder rung that no pruning run
+    uses); the recorded sha256 is then the embedder's. Returns the sha256.
+    """
+    files = ["meta.json", "train_log.csv", "embedder.safetensors"]
+    files += ["model.safetensors", "config.json", "scheduler"] if weights else []
+    missing = [f for f in files if not (out_dir / f).exists() and f != "scheduler"]
+    if missing:
+        raise FileNotFoundError(f"{out_dir} lacks {missing}: finish the run before installing it")
+    target = CHECKPOINT_DIR / name
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for f in files:
+        if (out_dir / f).is_dir():
+            shutil.copytree(out_dir / f, staging / f)
+        elif (out_dir / f).exists():
+            shutil.copy2(out_dir / f, staging / f)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    sha = sha256_of(target / ("model.safetensors" if weights else "embedder.safetensors"))
     record_sha256(name, sha)
     return sha
 
 
-def organism_data(name: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The training images in [-1, 1] (N, 1, H, W), their labels and the recipe of an embedded DiT organism."""
-    if name == "mnist-dit":
-        images, labels = data.load_mnist("train")
-        return classifier.downsample(images) * 2 - 1, torch.as_tensor(labels), MNIST_DIT  # (60000, 1, 14, 14)
-    ising = data.load_ising(ISING_DIT["transformer"]["sample_size"])
-    condition = ConditionRange.of_values("temperature", ising.temperature)
-    spins = torch.as_tensor(ising.spins, dtype=torch.float32)[:, None]  # (5000, 1, 16, 16) in {-1, +1}
-    temperature = torch.as_tensor(ising.temperature, dtype=torch.float32)  # (5000,)
-    return spins, temperature, ISING_DIT | {"condition": condition.as_dict()}
+# ---------------------------------------------------------------------------------------------------
+#                                          The organisms
+# ---------------------------------------------------------------------------------------------------
+
+
+def organism(name: str) -> tuple[dict, object]:
+    """The recipe and data source of an embedded organism or a ladder rung."""
+    from bottleneck_utils import ladder
+
+    if name in ladder.RUNGS:
+        return ladder.RUNGS[name], ladder.source(ladder.RUNGS[name])
+    if name not in ORGANISMS:
+        raise ValueError(f"unknown organism {name!r}; choose one of {sorted(ORGANISMS)} or a ladder rung")
+    if name == "ising-dit":
+        ising = data.load_ising(ISING_DIT["transformer"]["sample_size"])
+        condition = ConditionRange.of_values("temperature", ising.temperature)
+        spins = torch.as_tensor(ising.spins, dtype=torch.float32)[:, None]  # (5000, 1, 16, 16) in {-1, +1}
+        temperature = torch.as_tensor(ising.temperature, dtype=torch.float32)  # (5000,)
+        return ISING_DIT | {"condition": condition.as_dict()}, TensorSource(spins, temperature, symmetries=ISING_DIT["ising_symmetries"])
+    images, labels = data.load_mnist("train")
+    source = TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
+    return ORGANISMS[name], source
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["mnist-dit", "ising-dit", "mnist-classifier"])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    parser.add_argument("name", help=f"{', '.join(sorted(ORGANISMS))}, mnist-classifier, or a ladder rung")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/NAME); resumes from it")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--install", action="store_true", help="replace the shipped checkpoint when training ends")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out_dir = args.out or Path("runs") / args.name
     if args.name == "mnist-classifier":
         images, labels = data.load_mnist("train")
         model = classifier.train_classifier(classifier.downsample(images), torch.as_tensor(labels), seed=args.seed)
-        record_sha256("mnist-classifier", classifier.save_classifier(model))
         test_images, test_labels = data.load_mnist("test")
         probs = classifier.predict(model, classifier.downsample(test_images))
         print(f"test accuracy: {(probs.argmax(-1).numpy() == test_labels).mean():.4f}")
+        if args.install:
+            record_sha256("mnist-classifier", classifier.save_classifier(model))
         return
-    images, labels, recipe = organism_data(args.name)
+    try:
+        recipe, source = organism(args.name)
+    except ValueError as error:
+        parser.error(str(error))
     steps = args.steps or recipe["steps"]
-    folder = CHECKPOINT_DIR / args.name
-    folder.mkdir(parents=True, exist_ok=True)
-    ema = train_dit(recipe, images, labels, steps, args.seed, folder / "train_log.csv")
-    print(f"saved {args.name} with sha256 {save_dit(args.name, ema, recipe, steps, args.seed)}")
+    ema = train_dit(recipe, source, steps, args.seed, out_dir, device=args.device)
+    save_run(out_dir, ema, recipe, steps, args.seed)
+    print(f"saved {args.name} into {out_dir}")
+    if args.install:
+        print(f"installed {args.name} with sha256 {install(out_dir, args.name)}")
 
 
 if __name__ == "__main__":

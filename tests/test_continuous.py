@@ -120,7 +120,8 @@ TINY = {
 def tiny_training(tmp_path):
     g = torch.Generator().manual_seed(0)
     images, temperatures = torch.rand(32, 1, 8, 8, generator=g) * 2 - 1, torch.rand(32, generator=g) * 4.5
-    return train.train_dit(TINY, images, temperatures, TINY["steps"], 0, tmp_path / "log.csv")
+    source = train.TensorSource(images, temperatures)
+    return train.train_dit(TINY, source, TINY["steps"], 0, tmp_path / "run", progress=False)
 
 
 def test_trained_continuous_model_saves_and_loads_by_name(tmp_path, monkeypatch):
@@ -130,11 +131,11 @@ def test_trained_continuous_model_saves_and_loads_by_name(tmp_path, monkeypatch)
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path)
     monkeypatch.setattr(models, "CHECKPOINT_DIR", tmp_path)
     monkeypatch.setitem(models.EMBEDDED, "tiny-continuous", models._load_embedded)
-    (tmp_path / "tiny-continuous").mkdir()
     ema = tiny_training(tmp_path)
-    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 2, 4] and all(-1 <= float(r["cos_c"]) <= 1 for r in rows)
-    sha = train.save_dit("tiny-continuous", ema, TINY, 4, 0)
+    train.save_run(tmp_path / "run", ema, TINY, 4, 0)
+    sha = train.install(tmp_path / "run", "tiny-continuous")
     assert json.loads((tmp_path / "tiny-continuous" / "meta.json").read_text())["condition"] == RANGE.as_dict()
     bundle = models.load("tiny-continuous")
     check_embedder_copies(bundle.transformer)

@@ -1,0 +1,105 @@
+"""Composite digits: the class-count axis of the regime ladder on real MNIST digits.
+
+Every image is a 2×2 canvas of four real 14×14 MNIST digits (28×28, patch 4 → 49 tokens, the token count of
+``mnist-dit``). The label names the first 1, 2 or 3 cells in reading order (top-left, top-right, bottom-left),
+read as a base-10 number, so 10, 100 or 1000 classes (the ImageNet count); the other cells hold random digits.
+The data and the token count are the same on every rung: only the class granularity changes.
+
+The quality metric reads each labelled cell with the shipped 14×14 MNIST classifier: a sample agrees when every
+labelled digit is read as requested (chance: 1/10, 1/100, 1/1000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CELL = 14  # one digit, at the classifier's resolution
+GRID = 2  # a 2×2 canvas
+CANVAS = GRID * CELL  # 28
+CELLS = GRID * GRID
+LABEL_DIGITS = {10: 1, 100: 2, 1000: 3}  # classes → labelled cells
+
+
+def label_digits(num_classes: int) -> int:
+    """How many cells a label names: 10 → 1, 100 → 2, 1000 → 3."""
+    if num_classes not in LABEL_DIGITS:
+        raise ValueError(f"composite digits have 10, 100 or 1000 classes, got {num_classes!r}")
+    return LABEL_DIGITS[num_classes]
+
+
+def class_of_digits(digits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The class id of each row of cell digits (n, 4): the first ``label_digits`` read as a base-10 number."""
+    k = label_digits(num_classes)
+    powers = 10 ** torch.arange(k - 1, -1, -1)  # (k,): most significant first
+    return (digits[:, :k] * powers).sum(-1)  # (n,)
+
+
+def digits_of_class(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The labelled digits (n, k) of each class id (n,), most significant first."""
+    k = label_digits(num_classes)
+    classes = torch.as_tensor(classes, dtype=torch.long)
+    if ((classes < 0) | (classes >= num_classes)).any():
+        raise ValueError(f"class ids must be in 0..{num_classes - 1}")
+    powers = 10 ** torch.arange(k - 1, -1, -1)
+    return classes[:, None] // powers % 10  # (n, k)
+
+
+def tile(cells: torch.Tensor) -> torch.Tensor:
+    """(n, 4, 1, 14, 14) cells in reading order → (n, 1, 28, 28) canvases."""
+    n = cells.shape[0]
+    rows = cells.reshape(n, GRID, GRID, 1, CELL, CELL)  # (n, row, col, 1, 14, 14)
+    return rows.permute(0, 3, 1, 4, 2, 5).reshape(n, 1, CANVAS, CANVAS)
+
+
+def cells_of(canvases: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 28, 28) canvases → (n, 4, 1, 14, 14) cells in reading order (the inverse of :func:`tile`)."""
+    if canvases.shape[1:] != (1, CANVAS, CANVAS):
+        raise ValueError(f"composite canvases are (n, 1, {CANVAS}, {CANVAS}), got {tuple(canvases.shape)}")
+    n = canvases.shape[0]
+    grid = canvases.reshape(n, 1, GRID, CELL, GRID, CELL).permute(0, 2, 4, 1, 3, 5)  # (n, row, col, 1, 14, 14)
+    return grid.reshape(n, CELLS, 1, CELL, CELL)
+
+
+@dataclass
+class CompositeDigits:
+    """Draws composite canvases from a pool of 14×14 digits, so every batch is fresh (the pool is real MNIST).
+
+    Attributes:
+        digits: (N, 1, 14, 14) float images in [0, 1].
+        labels: (N,) digit labels 0..9.
+        num_classes: 10, 100 or 1000.
+    """
+
+    digits: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self):
+        label_digits(self.num_classes)
+        if self.digits.shape[1:] != (1, CELL, CELL) or len(self.digits) != len(self.labels):
+            raise ValueError(f"digits must be (N, 1, {CELL}, {CELL}) with N labels, got {tuple(self.digits.shape)}")
+
+    def draw(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n canvases in [-1, 1] (n, 1, 28, 28) and their class ids (n,)."""
+        picks = torch.randint(len(self.digits), (n, CELLS), generator=generator)  # (n, 4)
+        canvases = tile(self.digits[picks]) * 2 - 1
+        return canvases, class_of_digits(self.labels[picks], self.num_classes)
+
+
+@torch.no_grad()
+def agreement(classifier, canvases: torch.Tensor, classes: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """How often the classifier reads the requested digits in generated canvases (in [0, 1]).
+
+    Returns:
+        ``all_digits``: share of samples whose every labelled digit is read as requested (chance 1/num_classes);
+        ``per_digit``: share of labelled cells read as requested (chance 1/10).
+    """
+    if canvases.min() < 0 or canvases.max() > 1:
+        raise ValueError("agreement takes canvases in [0, 1]; map [-1, 1] samples with x / 2 + 0.5")
+    k = label_digits(num_classes)
+    cells = cells_of(canvases)[:, :k]  # (n, k, 1, 14, 14)
+    read = classifier(cells.reshape(-1, 1, CELL, CELL)).argmax(-1).reshape(len(canvases), k)  # (n, k)
+    hits = read == digits_of_class(classes, num_classes)  # (n, k)
+    return {"all_digits": hits.all(-1).double().mean().item(), "per_digit": hits.double().mean().item()}

@@ -1,0 +1,102 @@
+"""The regime ladder: organisms that differ from one base recipe along one training factor each.
+
+The base is a DiT on composite digits (:mod:`bottleneck_utils.composite`: 2×2 canvases of 14×14 MNIST digits,
+28×28, patch 4 → 49 tokens), width 64, 2 blocks, AdamW at 1e-3, batch 128, DDPM over 1000 timesteps, 10 classes.
+Each rung changes one factor:
+
+    classes      ladder/c10 (the base), ladder/c100, ladder/c1000
+    width        ladder/d128, ladder/d256                      (heads of 32 dims, as the base)
+    lr           ladder/lr1e-4
+    timesteps    ladder/T50, ladder/T100, ladder/T200           (DiT's β scaled by 1000/T)
+    objective    ladder/flow-c10, ladder/flow-c1000             (SiT's flow convention)
+    length       ladder/c10-long                                (the base, run 10× mnist-dit's 4,000 steps)
+
+A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
+
+    python -m bottleneck_utils.train ladder/c1000                  # one rung, resumable (runs/ladder/c1000)
+    python -m bottleneck_utils.ladder train [RUNG ...]             # rungs one after another (make train-ladder)
+    python -m bottleneck_utils.ladder evaluate RUNG [--install]    # quality of a finished run, then ship it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from bottleneck_utils import classifier, composite, data
+
+BASE = {
+    "transformer": {
+        "num_attention_heads": 2,
+        "attention_head_dim": 32,
+        "in_channels": 1,
+        "num_layers": 2,
+        "sample_size": composite.CANVAS,
+        "patch_size": 4,
+        "num_embeds_ada_norm": 10,
+        "norm_eps": 1e-6,
+    },
+    "classes": 10,
+    "steps": 4000,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "ema_decay": 0.999,
+    "label_dropout": 0.1,
+    "log_every": 100,
+    "objective": "ddpm",
+    "train_timesteps": 1000,
+}
+
+
+def rung(classes: int = 10, width: int = 64, **changes) -> dict:
+    """The base recipe with ``classes`` classes, hidden size ``width`` (32-dim heads) and other changes."""
+    transformer = BASE["transformer"] | {"num_embeds_ada_norm": classes, "num_attention_heads": width // 32}
+    names = [f"{n:0{composite.label_digits(classes)}d}" for n in range(classes)]
+    return BASE | {"transformer": transformer, "classes": classes, "class_names": names} | changes
+
+
+RUNGS = {
+    "ladder/c10": rung(10),
+    "ladder/c100": rung(100),
+    "ladder/c1000": rung(1000, steps=8000),
+    "ladder/flow-c10": rung(10, objective="flow-sit"),
+    "ladder/flow-c1000": rung(1000, objective="flow-sit", steps=8000),
+    "ladder/lr1e-4": rung(10, lr=1e-4),
+    "ladder/T50": rung(10, train_timesteps=50),
+    "ladder/T100": rung(10, train_timesteps=100),
+    "ladder/T200": rung(10, train_timesteps=200),
+    "ladder/d128": rung(10, width=128),
+    "ladder/d256": rung(10, width=256),
+    "ladder/c10-long": rung(10, steps=40000),
+}
+
+
+def source(recipe: dict) -> composite.CompositeDigits:
+    """The composite-digit stream of a rung, drawn from the 60,000 MNIST training digits at 14×14."""
+    images, labels = data.load_mnist("train")
+    return composite.CompositeDigits(classifier.downsample(images), torch.as_tensor(labels), recipe["classes"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bottleneck_utils import train
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train"])
+    parser.add_argument("rungs", nargs="*", help="rungs to train (default: all, in the order above)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.rungs) - set(RUNGS))
+    if unknown:
+        parser.error(f"unknown rungs {unknown}; choose from {sorted(RUNGS)}")
+    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
+    for name in args.rungs or list(RUNGS):
+        recipe, out_dir = RUNGS[name], Path("runs") / name
+        ema = train.train_dit(recipe, source(recipe), recipe["steps"], 0, out_dir)
+        train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
+        (out_dir / "done.json").write_text(json.dumps({"steps": recipe["steps"]}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
