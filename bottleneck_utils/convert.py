@@ -81,6 +81,17 @@ def _expected_original_keys(depth: int) -> set[str]:
     return keys
 
 
+TRAINING_HEADS = ("projectors.",)  # REPA's representation-alignment MLPs: used in training, not in sampling
+
+
+def drop_training_heads(state_dict: dict[str, torch.Tensor], path="checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict without training-only heads (REPA's ``projectors.*``), with a one-line note if any went."""
+    dropped = [key for key in state_dict if key.startswith(TRAINING_HEADS)]
+    if dropped:
+        print(f"{path}: dropped {len(dropped)} training-only tensors (REPA's projectors.*); sampling does not use them")
+    return {key: value for key, value in state_dict.items() if not key.startswith(TRAINING_HEADS)}
+
+
 def original_to_diffusers(
     state_dict: dict[str, torch.Tensor], num_heads: int | None = None, path="checkpoint"
 ) -> DiTTransformer2DModel:

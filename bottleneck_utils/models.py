@@ -36,6 +36,7 @@ from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from safetensors.torch import load_file
 
 from bottleneck_utils.conditions import NULL, ConditionRange, install_condition_embedders
+from bottleneck_utils.flow import FlowODE
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -65,6 +66,22 @@ FAMILIES = {
     "lightningdit": TimeConvention("flow", first_time=0.0, t_max=1.0),
     "repa": TimeConvention("flow", first_time=1.0, t_max=1.0),
 }
+OBJECTIVES = {"ddpm": None, "flow-sit": "sit", "flow-repa": "repa"}  # a trained organism's objective → flow family
+
+
+def objective_time(objective: str = "ddpm", train_timesteps: int = 1000) -> TimeConvention:
+    """The time convention of a model trained with ``objective``: DDPM over ``train_timesteps`` integer steps (noise
+    at the last), or SiT's / REPA's flow time in [0, 1]."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    if objective == "ddpm":
+        return TimeConvention("ddpm", first_time=float(train_timesteps - 1), t_max=float(train_timesteps - 1))
+    return FAMILIES[OBJECTIVES[objective]]
+
+
+def flow_sampler(time: TimeConvention) -> FlowODE:
+    """The ODE integrator of a flow family (noise at its t₀: 0 for SiT/LightningDiT, 1 for REPA)."""
+    return FlowODE(noise_time=time.first_time)
 
 
 @dataclass
@@ -78,7 +95,8 @@ class Bundle:
             continuous-condition model.
         time: the model's time convention.
         transformer: the full denoiser, or None for embedder-only bundles.
-        scheduler: the sampling scheduler, or None.
+        scheduler: the sampling scheduler (a diffusers scheduler, or a :class:`flow.FlowODE` for flow models), or
+            None for embedder-only bundles.
         vae: the latent decoder, or None for pixel-space models.
         class_names: human-readable class names, if known.
         sha256: hash of the weights file the bundle came from, for provenance.
@@ -93,7 +111,7 @@ class Bundle:
     num_classes: int
     time: TimeConvention
     transformer: DiTTransformer2DModel | None = None
-    scheduler: DDIMScheduler | None = None
+    scheduler: DDIMScheduler | FlowODE | None = None
     vae: AutoencoderKL | None = None
     class_names: list[str] | None = None
     sha256: str | None = None
@@ -193,7 +211,7 @@ def _moved(model, device, dtype):
 
 
 def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift,
-                      condition=None):
+                      condition=None, time=None):
     check_embedder_copies(transformer)
     transformer = _moved(transformer, device, dtype)
     set_freq_shift(block_embedders(transformer), freq_shift)
@@ -203,7 +221,7 @@ def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, de
         name=name,
         embedder=block_embedders(transformer)[0],
         num_classes=0 if condition is not None else transformer.config.num_embeds_ada_norm,
-        time=TimeConvention("ddpm", first_time=999.0, t_max=scheduler.config.num_train_timesteps - 1),
+        time=time or objective_time("ddpm", scheduler.config.num_train_timesteps),
         transformer=transformer,
         scheduler=scheduler,
         vae=vae,
@@ -229,27 +247,51 @@ def embedded_dir(name: str) -> Path:
     return CHECKPOINT_DIR / name
 
 
+def _checked_file(name: str, path: Path) -> str:
+    """The sha256 of a shipped file, or a ValueError if it differs from the manifest's."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; train it with: python -m bottleneck_utils.train {name} --install")
+    expected = embedded_manifest().get(name, {}).get("sha256")
+    actual = sha256_of(path)
+    if expected != actual:
+        raise ValueError(f"sha256 of {path} is {actual}, but the manifest records {expected}")
+    return actual
+
+
+def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype) -> Bundle:
+    """A shipped organism of which only the embedder is kept (a ladder rung no pruning run uses)."""
+    sha = _checked_file(name, folder / "embedder.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    embedder = CombinedTimestepLabelEmbeddings(config["num_embeds_ada_norm"], width, class_dropout_prob=0.0)
+    embedder.load_state_dict(load_file(folder / "embedder.safetensors"))
+    return Bundle(name, _moved(embedder, device, dtype), config["num_embeds_ada_norm"], time,
+                  class_names=meta["class_names"], sha256=sha, device=device, dtype=dtype)
+
+
 def _load_embedded(name: str, device: torch.device, dtype: torch.dtype, freq_shift: float | None) -> Bundle:
     folder = embedded_dir(name)
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; train it with: python -m bottleneck_utils.train {name}")
-    expected = embedded_manifest().get(name, {}).get("sha256")
-    actual = sha256_of(weights)
-    if expected != actual:
-        raise ValueError(f"sha256 of {weights} is {actual}, but the manifest records {expected}")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
+    recipe = meta.get("recipe", {})
+    time = objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
+    if not (folder / "model.safetensors").is_file() and (folder / "embedder.safetensors").is_file():
+        return _embedder_only(name, folder, meta, time, device, dtype)
+    actual = _checked_file(name, folder / "model.safetensors")
     condition = ConditionRange(**meta["condition"]) if meta.get("condition") else None
     transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
     if condition is not None:  # the label table of every block is replaced by the continuous embedder
         install_condition_embedders(block_embedders(transformer), condition)
-    transformer.load_state_dict(load_file(weights))
-    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    transformer.load_state_dict(load_file(folder / "model.safetensors"))
+    if time.kind == "flow":
+        scheduler = flow_sampler(time)
+    else:
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
     return _diffusers_bundle(name, transformer, scheduler, None, meta["class_names"], actual, device, dtype,
-                             freq_shift, condition)
+                             freq_shift, condition, time)
 
 
-EMBEDDED = {"mnist-dit": _load_embedded, "ising-dit": _load_embedded}
+# every shipped organism of the manifest: mnist-dit, mnist-sit, ising-dit and the ladder rungs (ladder/...)
+EMBEDDED = {name: _load_embedded for name in embedded_manifest() if name != "mnist-classifier"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -354,7 +396,7 @@ def infer_family(path: str | Path) -> str:
 
 
 def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> Bundle:
-    from bottleneck_utils.convert import original_to_diffusers  # the full conversion is only needed here
+    from bottleneck_utils.convert import drop_training_heads, original_to_diffusers  # only needed here
 
     family = family or infer_family(path)
     if family not in FAMILIES:
@@ -362,14 +404,17 @@ def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> 
     state_dict = read_original_state_dict(path)
     sha = sha256_of(path)
     if full:
-        transformer = original_to_diffusers(state_dict, num_heads=num_heads, path=path)
+        transformer = original_to_diffusers(drop_training_heads(state_dict, path), num_heads=num_heads, path=path)
         transformer = _moved(transformer, device, dtype)
         embedders = block_embedders(transformer)
         set_freq_shift(embedders, 0 if freq_shift is None else freq_shift)
-        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
         bundle_time = FAMILIES[family]
+        if bundle_time.kind == "flow":
+            scheduler = flow_sampler(bundle_time)
+        else:
+            scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
         return Bundle(str(path), embedders[0], transformer.config.num_embeds_ada_norm, bundle_time, transformer,
-                      scheduler if bundle_time.kind == "ddpm" else None, sha256=sha, device=device, dtype=dtype)
+                      scheduler, sha256=sha, device=device, dtype=dtype)
     embedder = embedder_from_original(state_dict, path).to(device=device, dtype=dtype).eval()
     set_freq_shift([embedder], freq_shift)
     table_rows = state_dict["y_embedder.embedding_table.weight"].shape[0]

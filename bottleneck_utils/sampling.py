@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from bottleneck_utils import masks
 from bottleneck_utils.embeddings import check_labels
+from bottleneck_utils.flow import FlowODE
 from bottleneck_utils.models import Bundle, load, resolve_dtype
 
 # ---------------------------------------------------------------------------------------------------
@@ -68,8 +69,8 @@ def _autocast(bundle: Bundle, dtype: str | None):
     return torch.autocast(bundle.device.type, dtype=resolve_dtype(dtype))
 
 
-def _guided_eps(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float):
-    """ε with CFG on every channel (the original DiT guides only 3 of 4; see the paper digest)."""
+def _guided_output(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float):
+    """The model's ε (DDPM) or velocity (flow) with CFG on every channel (the original DiT and SiT guide 3 of 4)."""
     channels = x.shape[1]
     if cfg == 1.0:
         return bundle.transformer(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :channels]
@@ -97,9 +98,19 @@ def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: f
     step_kwargs = {"generator": generators} if takes_generator else {}
     for t in bundle.scheduler.timesteps:
         with _autocast(bundle, autocast):
-            eps = _guided_eps(bundle, x, t.to(bundle.device), labels, cfg_scale)
+            eps = _guided_output(bundle, x, t.to(bundle.device), labels, cfg_scale)
         x = bundle.scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
     return x
+
+
+def _integrate_flow(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
+    """Integrates a flow model's ODE (:class:`flow.FlowODE`) from noise x (B, C, H, W), CFG on the velocity."""
+
+    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with _autocast(bundle, autocast):
+            return _guided_output(bundle, x_t, t.to(bundle.device), labels, cfg_scale).to(x_t.dtype)
+
+    return bundle.scheduler.integrate(velocity, x)
 
 
 def _pruning(bundle: Bundle, mask, schedule, null_policy: str):
@@ -143,9 +154,10 @@ def sample(
     """Samples one image per label with CFG, optionally with coordinates of c zeroed.
 
     Args:
-        bundle: a model with a transformer and a scheduler.
+        bundle: a model with a transformer and a scheduler: a diffusers scheduler (DDPM-time models) or a
+            :class:`flow.FlowODE` (flow models: Euler or Heun on the velocity).
         labels: class ids, one per image.
-        num_steps: scheduler steps.
+        num_steps: scheduler steps (flow: intervals of the ODE grid).
         cfg_scale: guidance scale; 1.0 switches CFG off (one forward per step).
         seed: all noise of sample i (initial, and a stochastic scheduler's) is drawn from ``(seed, first_index + i)``,
             with or without a mask.
@@ -175,7 +187,11 @@ def sample(
             indices = torch.arange(first_index + start, first_index + start + len(batch))
             generators = sample_generators(indices, seed)
             x = initial_noise(bundle, indices, seed, generators).to(bundle.device, bundle.dtype)  # (B, C, H, W)
-            images.append(_decode(bundle, _denoise(bundle, x, batch, cfg_scale, autocast, generators)))
+            if isinstance(bundle.scheduler, FlowODE):
+                x = _integrate_flow(bundle, x, batch, cfg_scale, autocast)
+            else:
+                x = _denoise(bundle, x, batch, cfg_scale, autocast, generators)
+            images.append(_decode(bundle, x))
     images = torch.cat(images) if images else torch.empty(0)
     if output_dir is not None:
         write_pngs(images, labels.cpu(), output_dir, first_index)

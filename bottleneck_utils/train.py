@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from bottleneck_utils import classifier, data, stats
 from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
-from bottleneck_utils.models import CHECKPOINT_DIR, FAMILIES, Bundle, TimeConvention, resolve_device, sha256_of
+from bottleneck_utils.models import CHECKPOINT_DIR, Bundle, TimeConvention, objective_time, resolve_device, sha256_of
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Organism recipes
@@ -82,7 +82,6 @@ ISING_DIT = {
 # mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
 MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
 ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT}
-OBJECTIVES = {"ddpm": None, "flow-sit": "sit", "flow-repa": "repa"}  # objective → flow family of its time
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,13 +160,7 @@ def ddpm_schedule(num_train_timesteps: int) -> dict:
 
 def time_convention(recipe: dict) -> TimeConvention:
     """The time convention a recipe trains: DDPM over its ``train_timesteps``, or SiT's / REPA's flow time."""
-    objective = recipe.get("objective", "ddpm")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if objective == "ddpm":
-        last = float(recipe.get("train_timesteps", 1000) - 1)
-        return TimeConvention("ddpm", first_time=last, t_max=last)
-    return FAMILIES[OBJECTIVES[objective]]
+    return objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
 
 
 def noisy_batch(recipe: dict, x0: torch.Tensor, generator: torch.Generator):

@@ -13,6 +13,7 @@ import torch
 
 from bottleneck_utils import models
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
+from bottleneck_utils.flow import FlowODE
 
 try:  # tests/ is on sys.path under pytest's default import mode; tests.synthetic if tests/ becomes a package
     from tests import synthetic
@@ -109,7 +110,7 @@ def test_model_is_used_without_ema_and_ddp_prefix_is_stripped(tmp_path, state_di
     bundle = models.load(str(path), full=True)
     assert torch.equal(bundle.embedder.class_embedder.embedding_table.weight,
                        state_dict["y_embedder.embedding_table.weight"])
-    assert bundle.time.kind == "flow" and bundle.scheduler is None  # family sit, from the name
+    assert bundle.time.kind == "flow" and isinstance(bundle.scheduler, FlowODE)  # family sit, from the name
 
 
 def test_official_training_checkpoint_with_args_namespace(tmp_path, state_dict):
@@ -206,9 +207,9 @@ def test_missing_keys_are_listed(tmp_path, state_dict):
 
 
 def test_unexpected_key_is_listed_for_full_conversion(tmp_path, state_dict):
-    extra = dict(state_dict, **{"projectors.0.0.weight": torch.zeros(4, 4)})  # e.g. REPA's projector head
+    extra = dict(state_dict, **{"decoder.0.weight": torch.zeros(4, 4)})  # a head no DiT backbone has
     path = synthetic.save_checkpoint(tmp_path / "DiT-S-2.pt", extra)
-    with pytest.raises(KeyError, match=r"unexpected keys \['projectors.0.0.weight'\]"):
+    with pytest.raises(KeyError, match=r"unexpected keys \['decoder.0.weight'\]"):
         models.load(str(path), full=True)
     # the embedder-only path reads just the embedders, so the same file is fine there
     assert models.load(str(path)).num_classes == synthetic.NUM_CLASSES
