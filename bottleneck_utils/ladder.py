@@ -13,9 +13,14 @@ Each rung changes one factor:
 
 A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
 
-    python -m bottleneck_utils.train ladder/c1000                  # one rung, resumable (runs/ladder/c1000)
-    python -m bottleneck_utils.ladder train [RUNG ...]             # rungs one after another (make train-ladder)
-    python -m bottleneck_utils.ladder evaluate RUNG [--install]    # quality of a finished run, then ship it
+    python -m bottleneck_utils.ladder train [RUNG ...]    # train, measure and ship rungs one after another
+    python -m bottleneck_utils.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
+    python -m bottleneck_utils.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
+
+Quality: composite-digit agreement (:func:`composite.agreement`) of CFG samples at several scales, written to
+``quality.json``. The bar is a per-digit agreement ≥ 90% at the best scale; a rung below it is shipped and
+reported as below the bar. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
+the class axis, DDPM and flow) ship full weights for the pruning runs.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bottleneck_utils import classifier, composite, data
+from bottleneck_utils import classifier, composite, data, models, sampling
 
 BASE = {
     "transformer": {
@@ -74,17 +79,53 @@ RUNGS = {
 }
 
 
+WEIGHTS_SHIPPED = {"ladder/c10", "ladder/c1000", "ladder/flow-c10", "ladder/flow-c1000"}
+QUALITY_BAR = 0.9  # per-digit agreement at the best CFG scale
+CFG_SCALES = (1.0, 2.0, 4.0)
+QUALITY_SAMPLES = {10: 500, 100: 1000, 1000: 2000}  # 50, 10 and 2 per class
+QUALITY_STEPS = 25
+
+
 def source(recipe: dict) -> composite.CompositeDigits:
     """The composite-digit stream of a rung, drawn from the 60,000 MNIST training digits at 14×14."""
     images, labels = data.load_mnist("train")
     return composite.CompositeDigits(classifier.downsample(images), torch.as_tensor(labels), recipe["classes"])
 
 
+def measure_quality(bundle: models.Bundle, num_classes: int, seed: int = 0) -> dict:
+    """Composite-digit agreement of class-balanced CFG samples at each of ``CFG_SCALES``, and the best scale."""
+    reader = classifier.load_classifier()
+    labels = sampling.balanced_labels(num_classes, QUALITY_SAMPLES[num_classes])
+    scores = {}
+    for scale in CFG_SCALES:
+        images = sampling.sample(bundle, labels, num_steps=QUALITY_STEPS, cfg_scale=scale, seed=seed, progress=False)
+        scores[str(scale)] = composite.agreement(reader, images, labels, num_classes)
+    best = max(scores, key=lambda scale: scores[scale]["per_digit"])
+    return {"samples": len(labels), "steps": QUALITY_STEPS, "by_cfg": scores, "best_cfg": float(best),
+            "per_digit": scores[best]["per_digit"], "all_digits": scores[best]["all_digits"],
+            "chance_all_digits": 1 / num_classes, "bar_per_digit": QUALITY_BAR,
+            "meets_bar": scores[best]["per_digit"] >= QUALITY_BAR}
+
+
+def finish(name: str) -> dict:
+    """Measures a finished rung's quality into ``quality.json`` and installs it into the package data."""
+    from bottleneck_utils import train
+
+    out_dir = Path("runs") / name
+    if not (out_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{out_dir} has no saved model: train it first (python -m bottleneck_utils.ladder train {name})")
+    bundle = models.load(str(out_dir))
+    quality = measure_quality(bundle, RUNGS[name]["classes"])
+    train.write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
+    train.install(out_dir, name, weights=name in WEIGHTS_SHIPPED)
+    return quality
+
+
 def main(argv: list[str] | None = None) -> None:
     from bottleneck_utils import train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train"])
+    parser.add_argument("command", choices=["train", "finish"])
     parser.add_argument("rungs", nargs="*", help="rungs to train (default: all, in the order above)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.rungs) - set(RUNGS))
@@ -93,9 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
     for name in args.rungs or list(RUNGS):
         recipe, out_dir = RUNGS[name], Path("runs") / name
-        ema = train.train_dit(recipe, source(recipe), recipe["steps"], 0, out_dir)
-        train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        (out_dir / "done.json").write_text(json.dumps({"steps": recipe["steps"]}) + "\n")
+        if args.command == "train":
+            ema = train.train_dit(recipe, source(recipe), recipe["steps"], 0, out_dir)
+            train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
+        quality = finish(name)
+        print(f"{name}: per-digit {quality['per_digit']:.1%}, all digits {quality['all_digits']:.1%} "
+              f"at CFG {quality['best_cfg']:g}; installed")
 
 
 if __name__ == "__main__":

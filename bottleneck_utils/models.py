@@ -247,10 +247,12 @@ def embedded_dir(name: str) -> Path:
     return CHECKPOINT_DIR / name
 
 
-def _checked_file(name: str, path: Path) -> str:
+def _checked_file(name: str, path: Path, check_sha: bool = True) -> str:
     """The sha256 of a shipped file, or a ValueError if it differs from the manifest's."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; train it with: python -m bottleneck_utils.train {name} --install")
+    if not check_sha:
+        return sha256_of(path)
     expected = embedded_manifest().get(name, {}).get("sha256")
     actual = sha256_of(path)
     if expected != actual:
@@ -258,9 +260,9 @@ def _checked_file(name: str, path: Path) -> str:
     return actual
 
 
-def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype) -> Bundle:
+def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype, check_sha) -> Bundle:
     """A shipped organism of which only the embedder is kept (a ladder rung no pruning run uses)."""
-    sha = _checked_file(name, folder / "embedder.safetensors")
+    sha = _checked_file(name, folder / "embedder.safetensors", check_sha)
     config = json.loads((folder / "config.json").read_text())
     width = config["num_attention_heads"] * config["attention_head_dim"]
     embedder = CombinedTimestepLabelEmbeddings(config["num_embeds_ada_norm"], width, class_dropout_prob=0.0)
@@ -270,13 +272,19 @@ def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, de
 
 
 def _load_embedded(name: str, device: torch.device, dtype: torch.dtype, freq_shift: float | None) -> Bundle:
-    folder = embedded_dir(name)
+    return load_organism(embedded_dir(name), name, device, dtype, freq_shift)
+
+
+def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dtype, freq_shift: float | None,
+                  check_sha: bool = True) -> Bundle:
+    """A trained organism from its folder (``meta.json``, ``config.json``, weights); ``check_sha`` compares the
+    weights with the manifest's entry ``name`` (shipped organisms), otherwise the hash is only recorded (a run)."""
     meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
     recipe = meta.get("recipe", {})
     time = objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
     if not (folder / "model.safetensors").is_file() and (folder / "embedder.safetensors").is_file():
-        return _embedder_only(name, folder, meta, time, device, dtype)
-    actual = _checked_file(name, folder / "model.safetensors")
+        return _embedder_only(name, folder, meta, time, device, dtype, check_sha)
+    actual = _checked_file(name, folder / "model.safetensors", check_sha)
     condition = ConditionRange(**meta["condition"]) if meta.get("condition") else None
     transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
     if condition is not None:  # the label table of every block is replaced by the continuous embedder
@@ -439,8 +447,9 @@ def load(
     """Loads a model into a :class:`Bundle`.
 
     Args:
-        name_or_path: an embedded name (``"mnist-dit"``, ``"ising-dit"``), a diffusers hub id
-            (``"facebook/DiT-XL-2-256"``) or local pipeline folder, or an original-format ``.pt``/``.pth`` checkpoint.
+        name_or_path: an embedded name (``"mnist-dit"``, ``"mnist-sit"``, ``"ising-dit"``, ``"ladder/c1000"``, …),
+            a training run's folder (``runs/mnist-sit``), a diffusers hub id (``"facebook/DiT-XL-2-256"``) or local
+            pipeline folder, or an original-format ``.pt``/``.pth`` checkpoint.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; a device that does not exist raises.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         freq_shift: the timestep sinusoid's frequency shift: 0 = original DiT (use it to match the paper),
@@ -465,6 +474,8 @@ def load(
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         return _load_original(path, family, device, dtype, freq_shift, full, num_heads)
+    if path.is_dir() and (path / "meta.json").is_file():  # a training run's folder (python -m ...train --out)
+        return load_organism(path, str(path), device, dtype, freq_shift, check_sha=False)
     if path.is_dir():
         return _load_diffusers(str(path), device, dtype, freq_shift)
     if name_or_path.startswith(("/", ".", "~")):

@@ -368,11 +368,12 @@ def install(out_dir: Path, name: str, weights: bool = True) -> str:
     """Copies a finished run into ``checkpoints/<name>`` (replacing what is there) and records its sha256.
 
     With ``weights=False`` only the embedder, the log and the meta are shipped (a ladder rung that no pruning run
-    uses); the recorded sha256 is then the embedder's. Returns the sha256.
+    uses); the recorded sha256 is then the embedder's. A ``quality.json`` (the measured quality) goes with it.
+    Returns the sha256.
     """
-    files = ["meta.json", "train_log.csv", "embedder.safetensors"]
-    files += ["model.safetensors", "config.json", "scheduler"] if weights else []
-    missing = [f for f in files if not (out_dir / f).exists() and f != "scheduler"]
+    files = ["meta.json", "train_log.csv", "embedder.safetensors", "config.json", "quality.json"]
+    files += ["model.safetensors", "scheduler"] if weights else []
+    missing = [f for f in files if not (out_dir / f).exists() and f not in ("scheduler", "quality.json")]
     if missing:
         raise FileNotFoundError(f"{out_dir} lacks {missing}: finish the run before installing it")
     target = CHECKPOINT_DIR / name

@@ -1,0 +1,55 @@
+"""The regime ladder: each rung changes one factor of the base recipe; a finished rung is measured and shipped."""
+
+import json
+
+import pytest
+import torch
+
+from bottleneck_utils import ladder, models, train
+
+FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}
+
+
+def factors(recipe: dict) -> dict:
+    width = recipe["transformer"]["num_attention_heads"] * recipe["transformer"]["attention_head_dim"]
+    return {"classes": recipe["classes"], "width": width, "lr": recipe["lr"],
+            "train_timesteps": recipe["train_timesteps"], "objective": recipe["objective"], "steps": recipe["steps"]}
+
+
+@pytest.mark.parametrize("name", sorted(ladder.RUNGS))
+def test_each_rung_differs_from_the_base_in_its_own_factors_only(name):
+    base, recipe = factors(ladder.RUNGS["ladder/c10"]), factors(ladder.RUNGS[name])
+    changed = {key for key in FACTORS if recipe[key] != base[key]}
+    allowed = {"ladder/c1000": {"classes", "steps"}, "ladder/flow-c1000": {"classes", "steps", "objective"},
+               "ladder/c10-long": {"steps"}}.get(name)
+    assert changed <= (allowed or FACTORS) and len(changed) <= 3
+    assert recipe["classes"] == ladder.RUNGS[name]["transformer"]["num_embeds_ada_norm"]
+    assert len(ladder.RUNGS[name]["class_names"]) == recipe["classes"]
+
+
+def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr(ladder, "QUALITY_SAMPLES", {10: 20})
+    monkeypatch.setattr(ladder, "CFG_SCALES", (1.0, 2.0))
+    monkeypatch.setattr(ladder, "QUALITY_STEPS", 2)
+    recipe = ladder.RUNGS["ladder/c10"]
+    digits = torch.rand(50, 1, 14, 14)
+    source = ladder.composite.CompositeDigits(digits, torch.randint(10, (50,)), 10)
+    out_dir = tmp_path / "runs" / "ladder" / "c10"
+    ema = train.train_dit(recipe, source, 2, 0, out_dir, progress=False)
+    train.save_run(out_dir, ema, recipe, 2, 0)
+    quality = ladder.finish("ladder/c10")
+    assert set(quality["by_cfg"]) == {"1.0", "2.0"} and 0 <= quality["per_digit"] <= 1
+    assert quality["meets_bar"] == (quality["per_digit"] >= ladder.QUALITY_BAR)
+    shipped = tmp_path / "checkpoints" / "ladder" / "c10"
+    assert json.loads((shipped / "quality.json").read_text()) == quality
+    assert (shipped / "model.safetensors").is_file()  # c10 is one of the pruning rungs
+    manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
+    assert manifest["ladder/c10"]["sha256"] == models.sha256_of(shipped / "model.safetensors")
+
+
+def test_finish_without_a_trained_run_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="ladder train ladder/c100"):
+        ladder.finish("ladder/c100")
