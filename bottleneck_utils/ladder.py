@@ -17,9 +17,8 @@ A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the lengt
     python -m bottleneck_utils.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
     python -m bottleneck_utils.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
 
-Quality: composite-digit agreement (:func:`composite.agreement`) of CFG samples at several scales, written to
-``quality.json``. The bar is a per-digit agreement ≥ 90% at the best scale; a rung below it is shipped and
-reported as below the bar. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
+Quality: composite-digit agreement of CFG samples at several scales (:func:`quality.composite_quality`), written
+to ``quality.json``; a rung below the bar is shipped and reported as below it. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
 the class axis, DDPM and flow) ship full weights for the pruning runs.
 """
 
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from bottleneck_utils import classifier, composite, data, models, sampling
+from bottleneck_utils import classifier, composite, data, models
+from bottleneck_utils.quality import composite_quality
 
 BASE = {
     "transformer": {
@@ -80,8 +80,6 @@ RUNGS = {
 
 
 WEIGHTS_SHIPPED = {"ladder/c10", "ladder/c1000", "ladder/flow-c10", "ladder/flow-c1000"}
-QUALITY_BAR = 0.9  # per-digit agreement at the best CFG scale
-CFG_SCALES = (1.0, 2.0, 4.0)
 QUALITY_SAMPLES = {10: 500, 100: 1000, 1000: 2000}  # 50, 10 and 2 per class
 QUALITY_STEPS = 25
 
@@ -92,21 +90,6 @@ def source(recipe: dict) -> composite.CompositeDigits:
     return composite.CompositeDigits(classifier.downsample(images), torch.as_tensor(labels), recipe["classes"])
 
 
-def measure_quality(bundle: models.Bundle, num_classes: int, seed: int = 0) -> dict:
-    """Composite-digit agreement of class-balanced CFG samples at each of ``CFG_SCALES``, and the best scale."""
-    reader = classifier.load_classifier()
-    labels = sampling.balanced_labels(num_classes, QUALITY_SAMPLES[num_classes])
-    scores = {}
-    for scale in CFG_SCALES:
-        images = sampling.sample(bundle, labels, num_steps=QUALITY_STEPS, cfg_scale=scale, seed=seed, progress=False)
-        scores[str(scale)] = composite.agreement(reader, images, labels, num_classes)
-    best = max(scores, key=lambda scale: scores[scale]["per_digit"])
-    return {"samples": len(labels), "steps": QUALITY_STEPS, "by_cfg": scores, "best_cfg": float(best),
-            "per_digit": scores[best]["per_digit"], "all_digits": scores[best]["all_digits"],
-            "chance_all_digits": 1 / num_classes, "bar_per_digit": QUALITY_BAR,
-            "meets_bar": scores[best]["per_digit"] >= QUALITY_BAR}
-
-
 def finish(name: str) -> dict:
     """Measures a finished rung's quality into ``quality.json`` and installs it into the package data."""
     from bottleneck_utils import train
@@ -115,7 +98,8 @@ def finish(name: str) -> dict:
     if not (out_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"{out_dir} has no saved model: train it first (python -m bottleneck_utils.ladder train {name})")
     bundle = models.load(str(out_dir))
-    quality = measure_quality(bundle, RUNGS[name]["classes"])
+    classes = RUNGS[name]["classes"]
+    quality = composite_quality(bundle, classes, QUALITY_SAMPLES[classes], QUALITY_STEPS)
     train.write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
     train.install(out_dir, name, weights=name in WEIGHTS_SHIPPED)
     return quality

@@ -82,6 +82,7 @@ ISING_DIT = {
 # mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
 MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
 ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT}
+MNIST_ORGANISMS = ("mnist-dit", "mnist-sit")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,6 +451,13 @@ def main(argv: list[str] | None = None) -> None:
     ema = train_dit(recipe, source, steps, args.seed, out_dir, device=args.device)
     save_run(out_dir, ema, recipe, steps, args.seed)
     print(f"saved {args.name} into {out_dir}")
+    if args.name in MNIST_ORGANISMS:  # the quality bar, recorded beside the weights and shipped with them
+        from bottleneck_utils.models import load
+        from bottleneck_utils.quality import mnist_quality
+
+        measured = mnist_quality(load(str(out_dir)))
+        write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(measured, indent=2) + "\n"))
+        print(f"quality: {measured['per_digit']:.1%} of samples read as the requested digit at CFG {measured['best_cfg']:g}")
     if args.install:
         print(f"installed {args.name} with sha256 {install(out_dir, args.name)}")
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bottleneck_utils import ladder, models, train
+from bottleneck_utils import ladder, models, quality, train
 
 FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}
 
@@ -31,7 +31,7 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
     monkeypatch.setattr(ladder, "QUALITY_SAMPLES", {10: 20})
-    monkeypatch.setattr(ladder, "CFG_SCALES", (1.0, 2.0))
+    monkeypatch.setattr(quality, "CFG_SCALES", (1.0, 2.0))
     monkeypatch.setattr(ladder, "QUALITY_STEPS", 2)
     recipe = ladder.RUNGS["ladder/c10"]
     digits = torch.rand(50, 1, 14, 14)
@@ -39,11 +39,11 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     out_dir = tmp_path / "runs" / "ladder" / "c10"
     ema = train.train_dit(recipe, source, 2, 0, out_dir, progress=False)
     train.save_run(out_dir, ema, recipe, 2, 0)
-    quality = ladder.finish("ladder/c10")
-    assert set(quality["by_cfg"]) == {"1.0", "2.0"} and 0 <= quality["per_digit"] <= 1
-    assert quality["meets_bar"] == (quality["per_digit"] >= ladder.QUALITY_BAR)
+    measured = ladder.finish("ladder/c10")
+    assert set(measured["by_cfg"]) == {"1.0", "2.0"} and 0 <= measured["per_digit"] <= 1
+    assert measured["meets_bar"] == (measured["per_digit"] >= quality.BAR)
     shipped = tmp_path / "checkpoints" / "ladder" / "c10"
-    assert json.loads((shipped / "quality.json").read_text()) == quality
+    assert json.loads((shipped / "quality.json").read_text()) == measured
     assert (shipped / "model.safetensors").is_file()  # c10 is one of the pruning rungs
     manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
     assert manifest["ladder/c10"]["sha256"] == models.sha256_of(shipped / "model.safetensors")
