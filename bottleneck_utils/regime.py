@@ -1,0 +1,228 @@
+"""The regime question: which training factor moves c toward the paper's regime (the "When does the bottleneck
+appear?" chapter). Reads the shipped ladder rungs (:mod:`bottleneck_utils.ladder`); no training happens here.
+
+The paper's regime is the range its ImageNet DiTs span (Tables 1 and 4): nPR(c) 1.5–10.5%, cos(c) 0.90–0.995,
+cos(y) 0.52–0.85, nPR(y) 36–70%. A statistic's distance to its band is 0 inside the band, else the gap to the
+nearer edge. An axis moves a statistic *toward* the regime when the distance at the axis's last level is smaller
+than at its first by more than ``MOVE_FRACTION`` of the first distance (and *away* when larger by as much);
+anything less is *flat*.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+
+from bottleneck_utils import paper
+from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
+from bottleneck_utils.models import CHECKPOINT_DIR, Bundle
+
+# axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
+# 1e-4, SiT/REPA's flow objective); the timestep axis goes from the usual 1000 to Fig. 43's shorter schedules
+AXES = {
+    "classes": ["ladder/c10", "ladder/c100", "ladder/c1000"],
+    "width": ["ladder/c10", "ladder/d128", "ladder/d256"],
+    "learning rate": ["ladder/c10", "ladder/lr1e-4"],
+    "train timesteps": ["ladder/c10", "ladder/T200", "ladder/T100", "ladder/T50"],
+    "objective (10 classes)": ["ladder/c10", "ladder/flow-c10"],
+    "objective (1000 classes)": ["ladder/c1000", "ladder/flow-c1000"],
+}
+STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
+MOVE_FRACTION = 0.1
+
+
+def paper_bands() -> dict[str, tuple[float, float]]:
+    """The range of each statistic over the paper's six ImageNet DiTs (Table 4's y + t and y-alone columns)."""
+    rows = [row for name, row in paper.TABLE4.items() if name != "UViT (concat)"]
+    columns = {"npr_c": "nPR_yt", "cos_c": "cosine_yt", "cos_y": "cosine_y", "npr_y": "nPR_y"}
+    return {key: (min(r[column] for r in rows), max(r[column] for r in rows)) for key, column in columns.items()}
+
+
+def distance_to_band(value: float, band: tuple[float, float]) -> float:
+    """0 inside ``band``, else the gap to its nearer edge."""
+    low, high = band
+    return max(low - value, value - high, 0.0)
+
+
+def shipped_rungs() -> list[str]:
+    """The ladder rungs shipped in the package data (each has a log, an embedder and a quality record)."""
+    return sorted(f"ladder/{p.name}" for p in (CHECKPOINT_DIR / "ladder").glob("*") if (p / "train_log.csv").is_file())
+
+
+def rung_table(rungs: list[str]) -> pd.DataFrame:
+    """One row per rung: its final EMA statistics (:func:`stats.summary` keys), steps and measured quality."""
+    rows = []
+    for name in rungs:
+        folder = CHECKPOINT_DIR / name
+        last = pd.read_csv(folder / "train_log.csv").iloc[-1]
+        quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else {}
+        rows.append({"rung": name, "steps": int(last["step"]),
+                     **{key: float(last[f"{key}_ema"]) for key in ("cos_c", "cos_y", "npr_c", "npr_y", "t_share",
+                                                                   "head_energy", "tail_rel")},
+                     "per_digit": quality.get("per_digit", float("nan")),
+                     "all_digits": quality.get("all_digits", float("nan")),
+                     "meets_bar": quality.get("meets_bar", False)})
+    return pd.DataFrame(rows).set_index("rung")
+
+
+def in_regime(row: pd.Series, bands: dict) -> bool:
+    """The precondition of the paper's sparsity claims: nPR(c) at or below the band's top and cos(y) at or above
+    its bottom (the two statistics our organisms miss by the widest margin)."""
+    return row["npr_c"] <= bands["npr_c"][1] and row["cos_y"] >= bands["cos_y"][0]
+
+
+def regime_distance(row: pd.Series, bands: dict) -> float:
+    """Distance to the regime: the sum over :data:`STATISTICS` of each band distance in units of the band's width."""
+    return sum(distance_to_band(row[key], bands[key]) / (bands[key][1] - bands[key][0]) for key in STATISTICS)
+
+
+def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
+    """For every axis whose first and last rungs are shipped: does each statistic move toward the regime?"""
+    rows = []
+    for axis, rungs in AXES.items():
+        present = [r for r in rungs if r in table.index]
+        if len(present) < 2 or present[0] != rungs[0] or present[-1] != rungs[-1]:
+            continue
+        first, last = table.loc[rungs[0]], table.loc[rungs[-1]]
+        for key in STATISTICS:
+            before, after = distance_to_band(first[key], bands[key]), distance_to_band(last[key], bands[key])
+            change = after - before
+            word = "in the band" if before == after == 0 else (
+                "toward" if change < -MOVE_FRACTION * before else "away" if change > MOVE_FRACTION * before else "flat")
+            rows.append({"axis": axis, "from → to": f"{rungs[0].split('/')[1]} → {rungs[-1].split('/')[1]}",
+                         "statistic": key, "first": first[key], "last": last[key], "moves": word})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def tail_overlap(bundle: Bundle, share: float) -> float:
+    """Overlap |A ∩ B| / |A| of the tail sets (the ``share`` smallest |c̄ᵢ| of the class-mean c) at t₀ and at the
+    data end of the schedule (t = 0 for DDPM, 1 − t₀ for flow): how much a mask fixed at t₀ differs from one
+    recomputed at the last step."""
+    y = class_embeddings(bundle).double()  # (n, d)
+    k = round(share * bundle.hidden_size)
+    data_end = 0.0 if bundle.time.kind == "ddpm" else 1.0 - bundle.time.first_time
+    sets = []
+    for time in (bundle.time.first_time, data_end):
+        mean_c = (y + timestep_embeddings(bundle, time)[0].double()).mean(0)  # (d,)
+        sets.append(set(mean_c.abs().argsort()[:k].tolist()))
+    return len(sets[0] & sets[1]) / k
+
+
+# ---------------------------------------------------------------------------------------------------
+#                               Pruning on a rung: the pruning chapter's protocol
+# ---------------------------------------------------------------------------------------------------
+
+
+def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
+    """Mean of per-sample paired differences (n,) and its percentile bootstrap interval."""
+    generator = torch.Generator().manual_seed(seed)
+    values = values.double()
+    means = values[torch.randint(len(values), (n_boot, len(values)), generator=generator)].mean(-1)  # (n_boot,)
+    tail = (1 - level) / 2
+    return values.mean().item(), means.quantile(tail).item(), means.quantile(1 - tail).item()
+
+
+def pruning_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: int, head_k: int) -> list[tuple]:
+    """(key, label, mask, schedule) of the chapter's settings: the unpruned baseline, the tail at every step / at t₀
+    / in the last k steps, its random control, the top-k head and its random control."""
+    from bottleneck_utils import masks
+
+    tau = masks.threshold_for_fraction(bundle, tail_share, num_steps=num_steps)
+    tail = masks.tail_mask(bundle, tau, num_steps=num_steps)
+    head = masks.topk_mask(bundle, head_k, num_steps=num_steps)
+    share = f"{tail.removed_fraction:.0%}"
+    return [("unpruned", "unpruned", None, "every"),
+            ("tail-every", f"tail {share}, every step", tail, "every"),
+            ("tail-first", f"tail {share}, t₀ only", tail, "first"),
+            ("tail-last", f"tail {share}, last {last_k} steps", tail, masks.Schedule("last", last_k)),
+            ("random-tail", f"random {share}, every step", masks.random_mask(tail, seed=1), "every"),
+            ("head", f"head top-{head_k}, every step", head, "every"),
+            ("random-head", f"random {head_k}, every step", masks.random_mask(head, seed=2), "every")]
+
+
+def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_steps: int, cfg_scale: float,
+                      tail_share: float, last_k: int, head_k: int, seed: int = 0) -> pd.DataFrame:
+    """Samples every :func:`pruning_settings` setting from the same noise and scores it against the unpruned run.
+
+    Returns one row per setting, indexed by its key (``"unpruned"``, ``"tail-every"``, …): its label, share of c removed, per-digit and all-digit agreement, the paired change of the
+    per-digit agreement with its 95% bootstrap interval, and the mean |Δ pixel| from the unpruned sample.
+    """
+    from bottleneck_utils import classifier, composite, sampling
+
+    reader = classifier.load_classifier()
+    labels = sampling.balanced_labels(num_classes, num_samples)
+    wanted = composite.digits_of_class(labels, num_classes)  # (n, k)
+    rows, baseline = [], None
+    for key, label, mask, schedule in pruning_settings(bundle, num_steps, tail_share, last_k, head_k):
+        images = sampling.sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
+                                 schedule=schedule, progress=False)
+        cells = composite.cells_of(images)[:, : wanted.shape[1]].reshape(-1, 1, composite.CELL, composite.CELL)
+        hits = (classifier.predict(reader, cells).argmax(-1).reshape(wanted.shape) == wanted).double()  # (n, k)
+        if baseline is None:
+            baseline = (images, hits)
+        change, low, high = paired_interval(hits.mean(-1) - baseline[1].mean(-1), seed=seed)
+        rows.append({"key": key, "setting": label, "removed": 0.0 if mask is None else mask.removed_fraction,
+                     "per_digit": hits.mean().item(), "all_digits": hits.all(-1).double().mean().item(),
+                     "Δ per_digit": change, "CI low": low, "CI high": high,
+                     "mean |Δ pixel|": (images - baseline[0]).abs().mean().item()})
+    return pd.DataFrame(rows).set_index("key")
+
+
+def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, last_k: int, head_k: int,
+               seed: int = 0, device: str = "cpu") -> pd.DataFrame:
+    """:func:`composite_pruning` on a shipped rung (with weights), at the CFG scale its quality record found best."""
+    from bottleneck_utils import ladder
+    from bottleneck_utils.models import load
+
+    quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
+    return composite_pruning(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
+                             quality["best_cfg"], tail_share, last_k, head_k, seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                      The pruning claims, judged
+# ---------------------------------------------------------------------------------------------------
+
+HARM_TOLERANCE = 0.02  # a setting is harmless when its paired 95% interval excludes a loss of > 2 agreement points
+DESTROYED_BELOW = 0.5  # generation is destroyed when per-digit agreement falls below half the unpruned one
+
+
+def pruning_claims(results: pd.DataFrame) -> list[dict]:
+    """The paper's pruning claims judged on one rung's :func:`composite_pruning` table, on the numbers alone.
+
+    Harmless: the 95% paired interval of the change in per-digit agreement lies above −``HARM_TOLERANCE``.
+    Destroyed: per-digit agreement below ``DESTROYED_BELOW`` × the unpruned one. The tail beats its random
+    control when the two paired intervals do not overlap and the tail's is higher.
+    """
+    unpruned, head = results.loc["unpruned", "per_digit"], results.loc["head"]
+    tail, control = results.loc["tail-every"], results.loc["random-tail"]
+
+    def harmless(key: str, claim: str, printed: str) -> dict:
+        row = results.loc[key]
+        ours = f"{row['Δ per_digit']:+.3f} [{row['CI low']:+.3f}, {row['CI high']:+.3f}]"
+        return {"claim": claim, "paper": printed, **_judged(row["CI low"] > -HARM_TOLERANCE, ours)}
+
+    return [
+        harmless("tail-every", f"{tail['setting']}: harmless", _paper_fid("tail", 0.01, "every")),
+        harmless("tail-first", f"{results.loc['tail-first', 'setting']}: harmless", _paper_fid("tail", 0.01, "first")),
+        harmless("tail-last", f"{results.loc['tail-last', 'setting']}: harmless", _paper_fid("tail", 0.01, "last")),
+        {"claim": "the tail matters less than a random set of its size", "paper": "(implied by §5)",
+         **_judged(tail["CI low"] > control["CI high"],
+                   f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}")},
+        {"claim": f"{head['setting']}: destroys generation", "paper": _paper_fid("head", 1.0, "every"),
+         **_judged(head["per_digit"] < DESTROYED_BELOW * unpruned, f"{unpruned:.3f} → {head['per_digit']:.3f}")},
+    ]
+
+
+def _paper_fid(mask: str, tau: float, schedule: str) -> str:
+    """"FID baseline → pruned (n dims)" of one Table 2 row."""
+    rows = {(r["mask"], r["tau"], r["schedule"]): r for r in paper.TABLE2}
+    row = rows[(mask, tau, schedule)]
+    return f"FID {rows[(None, None, None)]['FID']} → {row['FID']} ({row['removed']} of {paper.TABLE1['REPA']['D']} dims)"
+
+
+def _judged(passed: bool, ours: str) -> dict:
+    return {"ours (Δ per-digit agreement)": ours, "on the numbers": "reproduced" if passed else "not reproduced"}

@@ -1,0 +1,68 @@
+"""The regime chapter's logic: bands from paper.py, distances, axis moves, tail overlap, pruning claims."""
+
+import pandas as pd
+import pytest
+import torch
+
+from bottleneck_utils import paper, regime
+
+
+def test_bands_span_the_papers_imagenet_models():
+    bands = regime.paper_bands()
+    assert bands["npr_c"] == (paper.TABLE4["REPA"]["nPR_yt"], paper.TABLE4["DiT"]["nPR_yt"])  # 1.43% (sic)
+    assert bands["cos_y"] == (paper.TABLE4["REPA"]["cosine_y"], paper.TABLE4["MDT"]["cosine_y"])
+    assert regime.distance_to_band(0.5, (0.1, 0.2)) == pytest.approx(0.3)
+    assert regime.distance_to_band(0.15, (0.1, 0.2)) == 0 and regime.distance_to_band(0.0, (0.1, 0.2)) == 0.1
+
+
+def table(**rows):
+    keys = ["npr_c", "cos_c", "cos_y", "npr_y"]
+    return pd.DataFrame({name: dict(zip(keys, values)) for name, values in rows.items()}).T
+
+
+def test_axis_moves_follow_the_stated_rule():
+    bands = regime.paper_bands()
+    rungs = table(**{"ladder/c10": (0.50, 0.93, -0.05, 0.60), "ladder/c100": (0.40, 0.93, 0.2, 0.6),
+                     "ladder/c1000": (0.30, 0.93, -0.30, 0.90)})
+    moves = regime.axis_moves(rungs, bands).set_index("statistic")["moves"]
+    assert moves["npr_c"] == "toward"  # 0.50 → 0.30: the gap to 10.5% shrinks by half
+    assert moves["cos_c"] == "in the band"
+    assert moves["cos_y"] == "away"  # −0.05 → −0.30: further below 0.52
+    assert moves["npr_y"] == "away"  # 0.60 is inside 36–70%, 0.90 is not
+    assert set(regime.axis_moves(rungs, bands)["axis"]) == {"classes"}  # the other axes have no rungs here
+    assert not regime.in_regime(rungs.loc["ladder/c1000"], bands)
+    assert regime.in_regime(pd.Series({"npr_c": 0.05, "cos_y": 0.6}), bands)
+
+
+def test_tail_overlap_is_one_when_t_does_not_change_the_order(bundle):
+    share = 0.25
+    overlap = regime.tail_overlap(bundle, share)
+    assert 0 <= overlap <= 1
+    with torch.no_grad():  # a timestep embedding that is the same at every t: the tail sets coincide
+        bundle.embedder.timestep_embedder.linear_1.weight.zero_()
+    assert regime.tail_overlap(bundle, share) == 1.0
+
+
+def results(**changes):
+    rows = {key: {"setting": key, "per_digit": 0.9, "Δ per_digit": 0.0, "CI low": -0.01, "CI high": 0.01}
+            for key in ["unpruned", "tail-every", "tail-first", "tail-last", "random-tail", "head", "random-head"]}
+    for key, values in changes.items():
+        rows[key] |= values
+    return pd.DataFrame(rows).T
+
+
+def test_pruning_claims_follow_the_stated_rule():
+    judged = {row["claim"].split(":")[0]: row["on the numbers"] for row in regime.pruning_claims(results())}
+    assert judged["tail-every"] == "reproduced" and judged["head"] == "not reproduced"
+    assert judged["the tail matters less than a random set of its size"] == "not reproduced"  # intervals overlap
+    worse = results(**{"tail-every": {"CI low": -0.05, "Δ per_digit": -0.03}, "head": {"per_digit": 0.3},
+                       "random-tail": {"CI high": -0.1, "Δ per_digit": -0.2}})
+    judged = {row["claim"].split(":")[0]: row["on the numbers"] for row in regime.pruning_claims(worse)}
+    assert judged["tail-every"] == "not reproduced" and judged["head"] == "reproduced"
+    assert judged["the tail matters less than a random set of its size"] == "reproduced"
+
+
+def test_paired_interval_brackets_the_mean():
+    values = torch.tensor([0.0, 1.0] * 50)
+    mean, low, high = regime.paired_interval(values)
+    assert mean == 0.5 and low < 0.5 < high and high - low < 0.3
