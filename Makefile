@@ -44,6 +44,7 @@ train-ladder: venv          ## the regime ladder, one rung after another, 1 thre
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_pruning.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf _build

@@ -1,0 +1,98 @@
+"""Trainer throughput of a ladder rung, as achieved FLOP/s over this machine's measured matmul peak.
+
+Run:
+    .venv/bin/python benchmarks/bench_train.py [--rung ladder/c10] [--repeats 5] [--threads 1]
+
+One training step (forward, backward, AdamW, EMA) of the rung's recipe is counted with
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and attention; elementwise work is not counted, so the ratio
+is a lower bound). The peak is a float32 (and bfloat16) 1024×1024 matmul on the same threads. Variants are timed
+side by side, interleaved (bench_core's ``alternate``), and each prints its steps/s relative to the plain float32
+step and its FLOP/s over the float32 peak:
+
+    float32 (the trainer's step) | bfloat16 autocast | torch.compile | batch 64 | batch 256
+
+The script always exits 0 (a benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is used from the repo, not installed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_core import alternate  # noqa: E402
+
+from bottleneck_utils import composite, ladder, train  # noqa: E402
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a size×size matmul in ``dtype`` (median of ``repeats``)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    seconds, _, _ = alternate({"matmul": lambda: a @ b}, repeats)
+    return 2 * size**3 / seconds["matmul"]
+
+
+def training_step(recipe: dict, batch_size: int, autocast: bool = False, compiled: bool = False):
+    """A closure running one trainer step (the loop body of ``train.train_dit``) on random composite data."""
+    model = train.build_transformer(recipe["transformer"], seed=0).train()
+    ema = train.build_transformer(recipe["transformer"], seed=0).eval()
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
+    source = composite.CompositeDigits(torch.rand(1000, 1, 14, 14), torch.randint(10, (1000,)), recipe["classes"])
+    generator = torch.Generator().manual_seed(0)
+
+    def step():
+        x0, y = source.draw(generator, batch_size)
+        x_t, t, target = train.noisy_batch(recipe, x0, generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.mse_loss(forward(x_t, timestep=t, class_labels=y).sample.float(), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - recipe["ema_decay"])
+
+    return step
+
+
+def step_flops(step) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rung", default="ladder/c10", choices=sorted(ladder.RUNGS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    recipe = ladder.RUNGS[args.rung]
+    batch = recipe["batch_size"]
+    variants = {"float32": (batch, False, False), "bfloat16 autocast": (batch, True, False),
+                "torch.compile": (batch, False, True), "batch 64": (64, False, False), "batch 256": (256, False, False)}
+    steps = {name: training_step(recipe, *config) for name, config in variants.items()}
+    flops = {name: step_flops(training_step(recipe, *config)) for name, config in variants.items()}
+    seconds, _, _ = alternate(steps, args.repeats)
+    peak = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    print(f"{args.rung}: {args.threads} thread(s); matmul peak float32 {peak['float32'] / 1e9:.1f} GFLOP/s, "
+          f"bfloat16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s")
+    base = variants["float32"][0] / seconds["float32"]  # samples/s of the trainer's own step
+    for name, (batch_size, _, _) in variants.items():
+        samples_per_s = batch_size / seconds[name]
+        print(f"  {name:18s} {samples_per_s / base:5.2f}× samples/s of float32   "
+              f"{flops[name] / seconds[name] / peak['float32']:6.1%} of the float32 matmul peak")
+
+
+if __name__ == "__main__":
+    main()
