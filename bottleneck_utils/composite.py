@@ -1,12 +1,11 @@
 """Composite digits: the class-count axis of the regime ladder on real MNIST digits.
 
-Every image is a 2×2 canvas of four real 14×14 MNIST digits (28×28, patch 4 → 49 tokens, the token count of
-``mnist-dit``). The label names the first 1, 2 or 3 cells in reading order (top-left, top-right, bottom-left),
+Every image is a 2×2 canvas of four real MNIST digits, resized to the cell size s (a 2s×2s canvas). The label names the first 1, 2 or 3 cells in reading order (top-left, top-right, bottom-left),
 read as a base-10 number, so 10, 100 or 1000 classes (the ImageNet count); the other cells hold random digits.
 The data and the token count are the same on every rung: only the class granularity changes.
 
-The quality metric reads each labelled cell with the shipped 14×14 MNIST classifier: a sample agrees when every
-labelled digit is read as requested (chance: 1/10, 1/100, 1/1000).
+The quality metric reads each labelled cell with the shipped 14×14 MNIST classifier (cells resized to 14×14): a
+sample agrees when every labelled digit is read as requested (chance: 1/10, 1/100, 1/1000).
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-CELL = 14  # one digit, at the classifier's resolution
+READER_SIZE = 14  # the shipped classifier's resolution; cells of another size are resized to it to be read
 GRID = 2  # a 2×2 canvas
-CANVAS = GRID * CELL  # 28
 CELLS = GRID * GRID
 LABEL_DIGITS = {10: 1, 100: 2, 1000: 3}  # classes → labelled cells
 
@@ -47,19 +45,33 @@ def digits_of_class(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def tile(cells: torch.Tensor) -> torch.Tensor:
-    """(n, 4, 1, 14, 14) cells in reading order → (n, 1, 28, 28) canvases."""
-    n = cells.shape[0]
-    rows = cells.reshape(n, GRID, GRID, 1, CELL, CELL)  # (n, row, col, 1, 14, 14)
-    return rows.permute(0, 3, 1, 4, 2, 5).reshape(n, 1, CANVAS, CANVAS)
+    """(n, 4, 1, s, s) cells in reading order → (n, 1, 2s, 2s) canvases."""
+    n, size = cells.shape[0], cells.shape[-1]
+    rows = cells.reshape(n, GRID, GRID, 1, size, size)  # (n, row, col, 1, s, s)
+    return rows.permute(0, 3, 1, 4, 2, 5).reshape(n, 1, GRID * size, GRID * size)
 
 
 def cells_of(canvases: torch.Tensor) -> torch.Tensor:
-    """(n, 1, 28, 28) canvases → (n, 4, 1, 14, 14) cells in reading order (the inverse of :func:`tile`)."""
-    if canvases.shape[1:] != (1, CANVAS, CANVAS):
-        raise ValueError(f"composite canvases are (n, 1, {CANVAS}, {CANVAS}), got {tuple(canvases.shape)}")
-    n = canvases.shape[0]
-    grid = canvases.reshape(n, 1, GRID, CELL, GRID, CELL).permute(0, 2, 4, 1, 3, 5)  # (n, row, col, 1, 14, 14)
-    return grid.reshape(n, CELLS, 1, CELL, CELL)
+    """(n, 1, 2s, 2s) canvases → (n, 4, 1, s, s) cells in reading order (the inverse of :func:`tile`)."""
+    if canvases.ndim != 4 or canvases.shape[1] != 1 or canvases.shape[2] != canvases.shape[3] or canvases.shape[2] % 2:
+        raise ValueError(f"composite canvases are (n, 1, 2s, 2s), got {tuple(canvases.shape)}")
+    n, size = canvases.shape[0], canvases.shape[-1] // GRID
+    grid = canvases.reshape(n, 1, GRID, size, GRID, size).permute(0, 2, 4, 1, 3, 5)  # (n, row, col, 1, s, s)
+    return grid.reshape(n, CELLS, 1, size, size)
+
+
+def digits_at(digits_28: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 28, 28) uint8 MNIST → (N, 1, size, size) floats in [0, 1], by area averaging."""
+    x = torch.as_tensor(digits_28).float().div(255)[:, None]  # (N, 1, 28, 28)
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+
+
+def readable(cells: torch.Tensor) -> torch.Tensor:
+    """(m, 1, s, s) cells → (m, 1, 14, 14) for the classifier (bilinear when s ≠ 14)."""
+    if cells.shape[-1] == READER_SIZE:
+        return cells
+    return torch.nn.functional.interpolate(cells, size=(READER_SIZE, READER_SIZE), mode="bilinear",
+                                           align_corners=False)
 
 
 @dataclass
@@ -67,7 +79,7 @@ class CompositeDigits:
     """Draws composite canvases from a pool of 14×14 digits, so every batch is fresh (the pool is real MNIST).
 
     Attributes:
-        digits: (N, 1, 14, 14) float images in [0, 1].
+        digits: (N, 1, s, s) float images in [0, 1] (s = the cell size).
         labels: (N,) digit labels 0..9.
         num_classes: 10, 100 or 1000.
     """
@@ -78,11 +90,11 @@ class CompositeDigits:
 
     def __post_init__(self):
         label_digits(self.num_classes)
-        if self.digits.shape[1:] != (1, CELL, CELL) or len(self.digits) != len(self.labels):
-            raise ValueError(f"digits must be (N, 1, {CELL}, {CELL}) with N labels, got {tuple(self.digits.shape)}")
+        if self.digits.ndim != 4 or self.digits.shape[1] != 1 or len(self.digits) != len(self.labels):
+            raise ValueError(f"digits must be (N, 1, s, s) with N labels, got {tuple(self.digits.shape)}")
 
     def draw(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n canvases in [-1, 1] (n, 1, 28, 28) and their class ids (n,)."""
+        """n canvases in [-1, 1] (n, 1, 2s, 2s) and their class ids (n,)."""
         picks = torch.randint(len(self.digits), (n, CELLS), generator=generator)  # (n, 4)
         canvases = tile(self.digits[picks]) * 2 - 1
         return canvases, class_of_digits(self.labels[picks], self.num_classes)
@@ -99,7 +111,8 @@ def agreement(classifier, canvases: torch.Tensor, classes: torch.Tensor, num_cla
     if canvases.min() < 0 or canvases.max() > 1:
         raise ValueError("agreement takes canvases in [0, 1]; map [-1, 1] samples with x / 2 + 0.5")
     k = label_digits(num_classes)
-    cells = cells_of(canvases)[:, :k]  # (n, k, 1, 14, 14)
-    read = classifier(cells.reshape(-1, 1, CELL, CELL)).argmax(-1).reshape(len(canvases), k)  # (n, k)
+    cells = cells_of(canvases)[:, :k]  # (n, k, 1, s, s)
+    size = cells.shape[-1]
+    read = classifier(readable(cells.reshape(-1, 1, size, size))).argmax(-1).reshape(len(canvases), k)  # (n, k)
     hits = read == digits_of_class(classes, num_classes)  # (n, k)
     return {"all_digits": hits.all(-1).double().mean().item(), "per_digit": hits.double().mean().item()}

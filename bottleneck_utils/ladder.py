@@ -1,7 +1,7 @@
 """The regime ladder: organisms that differ from one base recipe along one training factor each.
 
-The base is a DiT on composite digits (:mod:`bottleneck_utils.composite`: 2×2 canvases of 14×14 MNIST digits,
-28×28, patch 4 → 49 tokens), width 64, 2 blocks, AdamW at 1e-3, batch 128, DDPM over 1000 timesteps, 10 classes.
+The base is a DiT on composite digits (:mod:`bottleneck_utils.composite`: 2×2 canvases of 12×12 MNIST digits,
+24×24, patch 3 → 64 tokens, 4×4 tokens per digit), width 64, 2 blocks, AdamW at 1e-3, batch 128, DDPM over 1000 timesteps, 10 classes.
 Each rung changes one factor:
 
     classes      ladder/c10 (the base), ladder/c100, ladder/c1000
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bottleneck_utils import classifier, composite, data, models
+from bottleneck_utils import composite, data, models
 from bottleneck_utils.quality import composite_quality
 
 BASE = {
@@ -39,12 +39,13 @@ BASE = {
         "attention_head_dim": 32,
         "in_channels": 1,
         "num_layers": 2,
-        "sample_size": composite.CANVAS,
-        "patch_size": 4,
+        "sample_size": 24,
+        "patch_size": 3,
         "num_embeds_ada_norm": 10,
         "norm_eps": 1e-6,
     },
     "classes": 10,
+    "cell": 12,  # digits at 12×12 on a 24×24 canvas; patch 3 → 4×4 tokens per digit, 64 tokens
     "steps": 4000,
     "batch_size": 128,
     "lr": 1e-3,
@@ -85,9 +86,10 @@ QUALITY_STEPS = 25
 
 
 def source(recipe: dict) -> composite.CompositeDigits:
-    """The composite-digit stream of a rung, drawn from the 60,000 MNIST training digits at 14×14."""
+    """The composite-digit stream of a rung, drawn from the 60,000 MNIST training digits at the rung's cell size."""
     images, labels = data.load_mnist("train")
-    return composite.CompositeDigits(classifier.downsample(images), torch.as_tensor(labels), recipe["classes"])
+    return composite.CompositeDigits(composite.digits_at(images, recipe["cell"]), torch.as_tensor(labels),
+                                     recipe["classes"])
 
 
 def finish(name: str) -> dict:

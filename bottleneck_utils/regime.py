@@ -159,7 +159,8 @@ def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_st
     for key, label, mask, schedule in pruning_settings(bundle, num_steps, tail_share, last_k, head_k):
         images = sampling.sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
                                  schedule=schedule, progress=False)
-        cells = composite.cells_of(images)[:, : wanted.shape[1]].reshape(-1, 1, composite.CELL, composite.CELL)
+        cells = composite.cells_of(images)[:, : wanted.shape[1]]  # (n, k, 1, s, s)
+        cells = composite.readable(cells.reshape(-1, *cells.shape[2:]))
         hits = (classifier.predict(reader, cells).argmax(-1).reshape(wanted.shape) == wanted).double()  # (n, k)
         if baseline is None:
             baseline = (images, hits)

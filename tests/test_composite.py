@@ -54,3 +54,13 @@ def test_agreement_counts_all_labelled_digits():
         composite.agreement(Oracle(), canvases * 2 - 1, classes, 1000)
     with pytest.raises(ValueError, match="10, 100 or 1000 classes"):
         composite.label_digits(7)
+
+
+def test_cells_of_other_sizes_are_resized_for_the_reader():
+    digits = composite.digits_at(torch.full((3, 28, 28), 255, dtype=torch.uint8), 12)
+    assert digits.shape == (3, 1, 12, 12) and torch.allclose(digits, torch.ones_like(digits))
+    assert composite.readable(digits).shape == (3, 1, 14, 14)
+    canvases = composite.tile(digits[:1].expand(4, -1, -1, -1)[None])
+    assert canvases.shape == (1, 1, 24, 24) and torch.equal(composite.cells_of(canvases)[0, 2], digits[0])
+    with pytest.raises(ValueError, match="composite canvases are \\(n, 1, 2s, 2s\\)"):
+        composite.cells_of(torch.zeros(1, 1, 24, 23))

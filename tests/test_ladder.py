@@ -34,7 +34,7 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "CFG_SCALES", (1.0, 2.0))
     monkeypatch.setattr(ladder, "QUALITY_STEPS", 2)
     recipe = ladder.RUNGS["ladder/c10"]
-    digits = torch.rand(50, 1, 14, 14)
+    digits = torch.rand(50, 1, 12, 12)
     source = ladder.composite.CompositeDigits(digits, torch.randint(10, (50,)), 10)
     out_dir = tmp_path / "runs" / "ladder" / "c10"
     ema = train.train_dit(recipe, source, 2, 0, out_dir, progress=False)
