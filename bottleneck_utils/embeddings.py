@@ -161,3 +161,14 @@ def timestep_sweep(bundle: Bundle, timesteps, labels=None, chunk: int = 32) -> d
     t = timestep_embeddings(bundle, timesteps).double()  # (T, d)
     npr = torch.cat([stats.mean_npr(y[None] + t[i : i + chunk, None]) for i in range(0, len(t), chunk)])  # (T,)
     return {"timestep": timesteps.cpu(), "cosine": stats.mean_offdiag_cosine_sweep(y, t).cpu(), "npr": npr.cpu()}
+
+
+def sampling_path_times(bundle: Bundle, num_points: int) -> torch.Tensor:
+    """``num_points`` times evenly spaced along the sampling path, from t₀ (the noise end) to the data end:
+    DDPM t₀ → 0, SiT's flow 0 → 1, REPA's 1 → 0. Curves of DDPM-time and flow models share this axis as the
+    fraction of the path travelled."""
+    if not isinstance(num_points, int) or num_points < 2:
+        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    start = bundle.time.first_time
+    end = 0.0 if bundle.time.kind == "ddpm" else 1.0 - start
+    return torch.linspace(start, end, num_points, dtype=torch.float64)
