@@ -38,6 +38,7 @@ def test_stale_and_missing_notebooks_are_reported(tmp_path, monkeypatch):
     assert any("similarity.ipynb is stale" in problem for problem in book.stale_notebooks())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", book.CHAPTERS)
 def test_notebook_runs_with_tiny_parameters(name, tmp_path):
     parameters = {"model": "mnist-dit", **SMOKE[name]}
@@ -55,6 +56,7 @@ def test_declared_parameters_are_the_parameters_cell():
     assert {"model", "device", "num_steps", "zoom"} <= book.declared_parameters(jupytext.read(book.SOURCES / "similarity.md"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parameters, message", [
     ({"num_steps": "50"}, "bad notebook parameters: num_steps='50'"),
     ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
@@ -67,6 +69,7 @@ def test_bad_parameters_fail_in_the_first_cell(parameters, message, tmp_path):
     assert not (tmp_path / "similarity.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_continuous_chapter_refuses_a_class_model(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         book.execute("continuous", {"model": "mnist-dit"}, tmp_path)

@@ -19,6 +19,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 CHAPTERS_WITH_FIGURES = [name for name in book.CHAPTERS if name != "reproducibility"]
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
     pytest.mark.skipif(not (HTML / "book" / "similarity.html").is_file(), reason="the book is not built (make html)"),
 ]

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from bottleneck_utils import classifier, data
@@ -27,6 +28,7 @@ def test_mnist_dit_loads_with_its_log():
     assert logged[0] == 0 and logged[-1] == steps and logged == sorted(logged)
 
 
+@pytest.mark.slow
 def test_mnist_dit_samples_are_the_requested_digits():
     """The quality bar of the issue: >= 90% of CFG-4 samples are classified as the requested digit."""
     bundle = load("mnist-dit")

@@ -53,6 +53,8 @@ def test_autocast_masked_sampling_with_vae_decode(xl_like):
     handle.remove()
     assert bf16.shape == (4, 3, 8, 8) and bf16.isfinite().all()  # RGB images, decoded by the VAE
     assert torch.bfloat16 in dtypes and torch.float32 in dtypes
+    # bfloat16 keeps 8 significant bits (4e-3 relative per operation); 3 steps stay far below 0.1, and > 0 shows
+    # that autocast really ran
     assert 0 < (bf16 - fp32).abs().max() < 0.1
 
 
