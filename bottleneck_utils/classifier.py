@@ -9,9 +9,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from bottleneck_utils.models import CHECKPOINT_DIR, embedded_manifest, sha256_of
+from bottleneck_utils import integrity
 
-WEIGHTS = CHECKPOINT_DIR / "mnist-classifier" / "model.safetensors"
+WEIGHTS = integrity.CHECKPOINT_DIR / "mnist-classifier" / "model.safetensors"
 
 
 class MnistClassifier(nn.Module):
@@ -57,17 +57,15 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2
 
 
 def save_classifier(model: MnistClassifier) -> str:
+    """Writes the classifier's weights into the package data; returns their sha256 (for the manifest)."""
     WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, WEIGHTS)
-    return sha256_of(WEIGHTS)
+    return integrity.sha256_of(WEIGHTS)
 
 
 def load_classifier(device: str | torch.device = "cpu") -> MnistClassifier:
     """The shipped classifier, sha256-checked against the manifest."""
-    expected = embedded_manifest().get("mnist-classifier", {}).get("sha256")
-    actual = sha256_of(WEIGHTS)
-    if expected != actual:
-        raise ValueError(f"sha256 of {WEIGHTS} is {actual}, but the manifest records {expected}")
+    integrity.verified("mnist-classifier", WEIGHTS)
     model = MnistClassifier()
     model.load_state_dict(load_file(WEIGHTS))
     return model.to(device).eval()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# A DiT-S-wide toy (hidden 384 is a size the converter knows: 6 heads), but only 2 blocks and 4×4 patches.
+# A DiT-S-wide toy (hidden 384, 6 heads) with only 2 blocks, so not a DiT size: full loads pass num_heads=HEADS.
 HIDDEN = 384
 HEADS = 6
 DEPTH = 2

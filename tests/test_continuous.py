@@ -10,7 +10,7 @@ from conftest import record_class_labels, tiny_transformer
 from diffusers import DDIMScheduler
 from diffusers.models.embeddings import get_timestep_embedding
 
-from bottleneck_utils import models, train
+from bottleneck_utils import integrity, models, train
 from bottleneck_utils.conditions import DEFAULT_GRID, ConditionRange, install_condition_embedders
 from bottleneck_utils.embeddings import check_labels, class_embeddings, conditional_vectors
 from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies
@@ -130,7 +130,7 @@ def test_trained_continuous_model_saves_and_loads_by_name(tmp_path, monkeypatch)
     null = block_embedders(model)[0].class_embedder.null_embedding
     assert all(e is block_embedders(model)[0] for e in block_embedders(model)) and 0.005 < null.std() < 0.05
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path)
-    monkeypatch.setattr(models, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setattr(integrity, "CHECKPOINT_DIR", tmp_path)
     monkeypatch.setitem(models.EMBEDDED, "tiny-continuous", models._load_embedded)
     ema = tiny_training(tmp_path)
     rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))

@@ -122,10 +122,11 @@ def test_ising_dit_loads_by_name_with_its_range_and_log():
     import csv
     import json
 
-    from bottleneck_utils.models import embedded_dir, embedded_manifest, load
+    from bottleneck_utils.integrity import manifest
+    from bottleneck_utils.models import embedded_dir, load
 
     bundle = load("ising-dit")
-    assert bundle.sha256 == embedded_manifest()["ising-dit"]["sha256"]
+    assert bundle.sha256 == manifest()["ising-dit"]["sha256"]
     assert bundle.condition.name == "temperature" and bundle.condition.low <= 0.0004 and bundle.condition.high >= 4.53
     assert np.isnan(bundle.null_label) and bundle.num_classes == 0
     steps = json.loads((embedded_dir("ising-dit") / "meta.json").read_text())["steps"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bottleneck_utils import models
+from bottleneck_utils import integrity, models
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
 
 try:  # tests/ is on sys.path under pytest's default import mode; tests.synthetic if tests/ becomes a package
@@ -41,7 +41,7 @@ def checkpoint(state_dict, tmp_path_factory):
 def test_c_matches_the_original_dit_formula(checkpoint, state_dict):
     bundle = models.load(str(checkpoint), family="dit")
     assert bundle.transformer is None and bundle.num_classes == synthetic.NUM_CLASSES
-    assert bundle.hidden_size == synthetic.HIDDEN and bundle.sha256 == models.sha256_of(checkpoint)
+    assert bundle.hidden_size == synthetic.HIDDEN and bundle.sha256 == integrity.sha256_of(checkpoint)
     c = conditional_vectors(bundle, LABELS, TIMESTEPS, include_null=True)  # (T, n, D)
     reference = synthetic.reference_c(state_dict, LABELS, TIMESTEPS)
     assert c.shape == reference.shape == (len(TIMESTEPS), len(LABELS), synthetic.HIDDEN)
@@ -110,7 +110,7 @@ def test_ema_is_preferred_over_model(tmp_path, state_dict):
 def test_model_is_used_without_ema_and_ddp_prefix_is_stripped(tmp_path, state_dict):
     prefixed = {f"module.{key}": value for key, value in state_dict.items()}
     path = synthetic.save_checkpoint(tmp_path / "SiT-S-2.pt", {"model": prefixed, "opt": synthetic.optimizer_state(prefixed)})
-    bundle = models.load(str(path), full=True)
+    bundle = models.load(str(path), full=True, num_heads=synthetic.HEADS)
     assert torch.equal(bundle.embedder.class_embedder.embedding_table.weight,
                        state_dict["y_embedder.embedding_table.weight"])
     assert bundle.time.kind == "flow" and bundle.scheduler is None  # family sit, from the name
@@ -213,7 +213,7 @@ def test_unexpected_key_is_listed_for_full_conversion(tmp_path, state_dict):
     extra = dict(state_dict, **{"projectors.0.0.weight": torch.zeros(4, 4)})  # e.g. REPA's projector head
     path = synthetic.save_checkpoint(tmp_path / "DiT-S-2.pt", extra)
     with pytest.raises(KeyError, match=r"unexpected keys \['projectors.0.0.weight'\]"):
-        models.load(str(path), full=True)
+        models.load(str(path), full=True, num_heads=synthetic.HEADS)
     # the embedder-only path reads just the embedders, so the same file is fine there
     assert models.load(str(path)).num_classes == synthetic.NUM_CLASSES
 
@@ -330,7 +330,7 @@ def test_local_pipeline_folder(tmp_path):
     assert bundle.num_classes == synthetic.NUM_CLASSES
     assert bundle.class_names == [synthetic.TINY_ID2LABEL[str(i)] for i in range(synthetic.NUM_CLASSES)]
     weights = sorted((tmp_path / "pipe" / "transformer").glob("*.safetensors"))
-    assert len(weights) == 1 and bundle.sha256 == models.sha256_of(weights[0])
+    assert len(weights) == 1 and bundle.sha256 == integrity.sha256_of(weights[0])
     assert len(bundle.sha256) == 64
     assert bundle.vae is not None and bundle.vae.config.latent_channels == synthetic.IN_CHANNELS
     assert bundle.scheduler is not None and bundle.time.kind == "ddpm" and bundle.time.t_max == 999
@@ -374,7 +374,7 @@ def _copy_embedded(tmp_path: Path, monkeypatch) -> Path:
     """
     from safetensors import SafetensorError, safe_open
 
-    source = models.CHECKPOINT_DIR / "mnist-dit"
+    source = integrity.CHECKPOINT_DIR / "mnist-dit"
     if not (source / "model.safetensors").is_file():
         pytest.skip("mnist-dit has not been trained in this checkout")
     root = tmp_path / "checkpoints"
@@ -389,9 +389,9 @@ def _copy_embedded(tmp_path: Path, monkeypatch) -> Path:
             time.sleep(1)
     else:
         pytest.skip("mnist-dit/model.safetensors kept changing while it was copied")
-    sha = models.sha256_of(root / "mnist-dit" / "model.safetensors")
+    sha = integrity.sha256_of(root / "mnist-dit" / "model.safetensors")
     (root / "manifest.json").write_text(json.dumps({"mnist-dit": {"sha256": sha}}))
-    monkeypatch.setattr(models, "CHECKPOINT_DIR", root)
+    monkeypatch.setattr(integrity, "CHECKPOINT_DIR", root)
     return root
 
 
@@ -426,9 +426,9 @@ def test_missing_embedded_weights(tmp_path, monkeypatch):
 
 def test_shipped_mnist_dit_matches_its_manifest():
     """The shipped checkpoint against the shipped manifest (may fail transiently while it is being retrained)."""
-    weights = models.CHECKPOINT_DIR / "mnist-dit" / "model.safetensors"
+    weights = integrity.CHECKPOINT_DIR / "mnist-dit" / "model.safetensors"
     if not weights.is_file():
         pytest.skip("mnist-dit has not been trained in this checkout")
     bundle = models.load("mnist-dit")
-    assert bundle.sha256 == models.embedded_manifest()["mnist-dit"]["sha256"]
+    assert bundle.sha256 == integrity.manifest()["mnist-dit"]["sha256"]
     assert bundle.num_classes == 10
