@@ -42,7 +42,7 @@ def attention_heads(hidden: int, depth: int, mlp_width: int, num_heads: int | No
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or hidden % num_heads:
             raise ValueError(f"num_heads must be a positive int dividing the hidden size {hidden}, got {num_heads!r}")
         return num_heads
-    for name, (size_hidden, size_depth, heads) in DIT_SIZES.items():
+    for size_hidden, size_depth, heads in DIT_SIZES.values():
         if (hidden, depth, mlp_width) == (size_hidden, size_depth, 4 * size_hidden):
             return heads
     sizes = ", ".join(f"{name}: {h}×{d}" for name, (h, d, _) in DIT_SIZES.items())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DiTTransformer2DModel
 
-from bottleneck_utils.models import DDPM, Bundle, block_embedders
+from bottleneck_utils.models import DDPM, Bundle, block_embedders, tie_embedder_copies
 
 # Tolerance for two float32 runs of the same model that differ in batch size, shard or thread count: the BLAS
 # picks its blocking (and so its summation order) by shape, which moves pixels by ~1e-5 after 3 DDIM steps on one
@@ -21,11 +21,7 @@ def tiny_transformer(num_classes=5, seed=0, **overrides) -> DiTTransformer2DMode
     torch.manual_seed(seed)
     config = {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2, "sample_size": 8,
               "patch_size": 2, "num_embeds_ada_norm": num_classes, "norm_eps": 1e-6} | overrides
-    model = DiTTransformer2DModel(**config)
-    shared = model.transformer_blocks[0].norm1.emb.state_dict()
-    for embedder in block_embedders(model)[1:]:  # identical copies, as in converted checkpoints
-        embedder.load_state_dict(shared)
-    return model.eval()
+    return tie_embedder_copies(DiTTransformer2DModel(**config)).eval()  # identical copies, as converted ones are
 
 
 def tiny_bundle(num_classes=5, seed=0, **overrides) -> Bundle:

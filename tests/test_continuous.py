@@ -13,7 +13,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from bottleneck_utils import integrity, models, train
 from bottleneck_utils.conditions import DEFAULT_GRID, ConditionRange, install_condition_embedders
 from bottleneck_utils.embeddings import check_labels, class_embeddings, conditional_vectors
-from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies
+from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies, tie_embedder_copies
 from bottleneck_utils.sampling import sample
 
 RANGE = ConditionRange("temperature", 0.0, 4.5)
@@ -26,8 +26,7 @@ def continuous_bundle(seed: int = 0) -> Bundle:
     install_condition_embedders(embedders, RANGE)
     torch.manual_seed(seed)
     torch.nn.init.normal_(embedders[0].class_embedder.null_embedding, std=0.5)  # a null vector that is not zero
-    for embedder in embedders[1:]:
-        embedder.load_state_dict(embedders[0].state_dict())
+    tie_embedder_copies(transformer)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", timestep_spacing="trailing")
     return Bundle("tiny-continuous", embedders[0], 0, DDPM, transformer.eval(), scheduler, condition=RANGE)
 

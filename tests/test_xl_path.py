@@ -9,7 +9,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 
 from bottleneck_utils import masks, metrics
-from bottleneck_utils.models import block_embedders, load
+from bottleneck_utils.models import load, tie_embedder_copies
 from bottleneck_utils.sampling import balanced_labels, sample
 
 STEPS = 3
@@ -22,8 +22,7 @@ def xl_like(tmp_path_factory):
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                         num_layers=2, sample_size=4, patch_size=2, num_embeds_ada_norm=1000)
-    for embedder in block_embedders(transformer)[1:]:
-        embedder.load_state_dict(block_embedders(transformer)[0].state_dict())
+    tie_embedder_copies(transformer)
     transformer.save_pretrained(folder / "transformer")
     AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
