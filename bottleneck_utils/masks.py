@@ -30,6 +30,7 @@ The paper leaves two choices open (digest: "Unknowns"); both are parameters here
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +63,10 @@ class Mask:
     name: str = "mask"
 
     def __post_init__(self):
-        if self.removed.dtype != torch.bool or self.removed.ndim != 2:
-            raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {self.removed.dtype} "
-                             f"{tuple(self.removed.shape)}")
+        if not isinstance(self.removed, torch.Tensor) or self.removed.dtype != torch.bool or self.removed.ndim != 2:
+            got = f"{self.removed.dtype} {tuple(self.removed.shape)}" if isinstance(self.removed, torch.Tensor) \
+                else type(self.removed).__name__
+            raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {got}")
 
     @property
     def hidden_size(self) -> int:
@@ -96,13 +98,18 @@ class Mask:
 
 def coordinate_mask(coordinates, hidden_size: int, name: str = "coordinates") -> Mask:
     """A global mask that removes the given coordinate indices (or a (D,) bool vector) of c."""
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be a positive int (bundle.hidden_size), got {hidden_size!r}")
     coordinates = torch.as_tensor(coordinates)
     if coordinates.dtype == torch.bool:
         if coordinates.shape != (hidden_size,):
             raise ValueError(f"a bool mask must have the model's hidden size {hidden_size}, got "
                              f"{tuple(coordinates.shape)}")
         return Mask(coordinates[None].clone(), name)
-    coordinates = coordinates.long().flatten()
+    coordinates = coordinates.flatten()
+    if coordinates.is_floating_point() and (~torch.isfinite(coordinates) | (coordinates != coordinates.round())).any():
+        raise ValueError(f"coordinates must be whole numbers, got {coordinates.tolist()[:8]}")
+    coordinates = coordinates.long()
     if len(coordinates) and (coordinates.min() < 0 or coordinates.max() >= hidden_size):
         raise ValueError(f"coordinates must lie in 0..{hidden_size - 1}, got {coordinates.tolist()[:8]}")
     removed = torch.zeros(1, hidden_size, dtype=torch.bool)
@@ -141,8 +148,8 @@ def reference_magnitudes(bundle: Bundle, num_steps: int, granularity: str = DEFA
 
 
 def _check_tau(tau: float) -> None:
-    if not tau >= 0:  # also catches NaN
-        raise ValueError(f"the threshold tau must be >= 0, got {tau!r}")
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not tau >= 0:  # also catches NaN
+        raise ValueError(f"the threshold tau must be a number >= 0, got {tau!r}")
 
 
 def tail_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
@@ -160,7 +167,7 @@ def head_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = 
 def topk_mask(bundle: Bundle, k: int, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY,
               largest: bool = True) -> Mask:
     """Removes the k largest |cᵢ| of c at t₀ (``largest=False``: the k smallest)."""
-    if not 0 <= k <= bundle.hidden_size:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= bundle.hidden_size:
         raise ValueError(f"k must lie in 0..{bundle.hidden_size} (the hidden size), got {k}")
     magnitudes = reference_magnitudes(bundle, num_steps, granularity)  # (rows, D)
     order = magnitudes.argsort(dim=-1, descending=largest, stable=True)  # (rows, D)
@@ -187,6 +194,8 @@ def threshold_for_fraction(bundle: Bundle, fraction: float, *, num_steps: int,
 
 def random_mask(like: Mask, seed: int = 0) -> Mask:
     """The random control: in every row, as many coordinates as ``like`` removes, drawn uniformly."""
+    if not isinstance(like, Mask):
+        raise TypeError(f"random_mask draws a control for a masks.Mask, got {type(like).__name__}")
     generator = torch.Generator().manual_seed(seed)
     counts = like.removed.sum(-1)  # (rows,)
     scores = torch.rand(like.removed.shape, generator=generator)  # (rows, D)
@@ -300,6 +309,8 @@ def _active_times(schedule: Schedule, timesteps) -> torch.Tensor | None:
     if timesteps is None:
         raise ValueError(f"the {schedule.kind!r} schedule needs the sampler's timesteps (pass timesteps=...)")
     timesteps = torch.as_tensor(timesteps, dtype=torch.float32).flatten()  # float32: MPS has no float64
+    if len(timesteps) == 0 or not torch.isfinite(timesteps).all():
+        raise ValueError(f"the sampler's timesteps must be finite and non-empty, got {timesteps.tolist()[:5]}")
     if len(timesteps.unique()) != len(timesteps):
         raise ValueError("the sampler's timesteps repeat, so a step cannot be told apart by its timestep")
     return timesteps[schedule.active_steps(len(timesteps))]
@@ -336,29 +347,3 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     finally:
         for handle in handles:
             handle.remove()
-
-
-# ---------------------------------------------------------------------------------------------------
-#                              What a sparse c could save: the adaLN projection
-# ---------------------------------------------------------------------------------------------------
-
-
-def compact_projection(linear: torch.nn.Linear, removed: torch.Tensor) -> torch.nn.Linear:
-    """The adaLN projection ``Linear(D, 6D)`` restricted to the kept coordinates of c.
-
-    adaLN computes ``linear(silu(c))`` and ``silu(0) = 0``, so the columns of removed coordinates contribute
-    nothing: ``compact(silu(c[:, kept]))`` equals ``linear(silu(c_masked))`` up to float rounding, with a
-    (6D, |kept|) matrix instead of (6D, D). This is the only saving a sparse c offers without retraining.
-
-    Args:
-        linear: the projection, e.g. ``transformer_blocks[i].norm1.linear``.
-        removed: (D,) bool, the coordinates a global mask zeroes.
-    """
-    kept = (~removed).nonzero().flatten()  # (|kept|,)
-    compact = torch.nn.Linear(len(kept), linear.out_features, bias=linear.bias is not None)
-    compact = compact.to(device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        compact.weight.copy_(linear.weight[:, kept])  # (6D, |kept|)
-        if linear.bias is not None:
-            compact.bias.copy_(linear.bias)
-    return compact

@@ -140,7 +140,7 @@ def mean_npr(vectors: torch.Tensor) -> torch.Tensor:
 def _check_tau(tau: float | torch.Tensor) -> torch.Tensor:
     tau = torch.as_tensor(tau, dtype=torch.float64)
     if torch.isnan(tau).any() or (tau < 0).any():
-        raise ValueError(f"the threshold tau must be >= 0 (not NaN), got {tau.tolist()}")
+        raise ValueError(f"the threshold tau must be a number >= 0, got {tau.tolist()}")
     return tau
 
 
