@@ -97,7 +97,8 @@ def mean_offdiag_cosine_sweep(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """
     y, t = _checked(y, 2, "y"), _checked(t, 2, "t")
     if y.ndim != 2 or t.ndim != 2 or y.shape[1] != t.shape[1]:
-        raise ValueError(f"the sweep needs y (n, d) and t (T, d) of the same d, got {tuple(y.shape)} and {tuple(t.shape)}")
+        raise ValueError(f"the sweep needs y (n, d) and t (T, d) of the same d, got {tuple(y.shape)} and "
+                         f"{tuple(t.shape)}")
     n = y.shape[0]
     if n < 2:
         raise ValueError("off-diagonal statistics need at least 2 vectors")
