@@ -7,6 +7,7 @@ from cleanfid import fid as cleanfid_fid
 from cleanfid.inception_torchscript import InceptionV3W
 from threadpoolctl import threadpool_limits
 
+from bottleneck_utils import features as extractors
 from bottleneck_utils import metrics
 from bottleneck_utils.classifier import MnistClassifier
 from bottleneck_utils.sampling import write_pngs
@@ -32,7 +33,7 @@ def one_blas_thread():
 
 @pytest.fixture(scope="module")
 def inception():
-    return metrics.CleanInception()
+    return extractors.CleanInception()
 
 
 def random_images(n, seed, size=24):
@@ -53,8 +54,8 @@ def test_offline_inception_matches_cleanfids_own_loader_and_pipeline(inception, 
     write_pngs(images, torch.arange(2), tmp_path / "png")
     expected = cleanfid_fid.get_folder_features(str(tmp_path / "png"), theirs, num_workers=0, batch_size=4,
                                                 device=torch.device("cpu"), mode="clean", verbose=False)
-    ours = metrics.inception_features(images, inception, progress=False)
-    assert ours.shape == (2, metrics.INCEPTION_DIM) and np.abs(ours).mean() > 0.01
+    ours = extractors.inception_features(images, inception, progress=False)
+    assert ours.shape == (2, extractors.INCEPTION_DIM) and np.abs(ours).mean() > 0.01
     # the same float32 network on the same 2 images: ~1e-6 of rounding on features ≲ 10; another resize or
     # normalisation would move them by > 1e-2
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-4)
@@ -74,10 +75,10 @@ def test_folder_features_and_fid_go_through_cleanfid(tmp_path):
     first, second = random_images(6, seed=1), random_images(6, seed=2) * 0.5
     write_pngs(first, torch.arange(6), tmp_path / "a")
     write_pngs(second, torch.arange(6), tmp_path / "b")
-    features_a = metrics.inception_features(first, PooledPixels(), progress=False)
-    features_b = metrics.inception_features(second, PooledPixels(), progress=False)
+    features_a = extractors.inception_features(first, PooledPixels(), progress=False)
+    features_b = extractors.inception_features(second, PooledPixels(), progress=False)
     # float32 means of ~150² pixels in [0, 255], perhaps summed in another order: relative rounding ~1e-7
-    np.testing.assert_allclose(metrics.folder_features(tmp_path / "a", PooledPixels()), features_a, rtol=1e-6)
+    np.testing.assert_allclose(extractors.folder_features(tmp_path / "a", PooledPixels()), features_a, rtol=1e-6)
     by_folder = metrics.folder_fid(tmp_path / "a", tmp_path / "b", PooledPixels())
     assert by_folder > 100  # halving the pixel values moves the mean a lot
     assert by_folder == pytest.approx(metrics.fid(features_a, features_b), rel=1e-5)  # those features, through sqrtm
@@ -150,10 +151,10 @@ def test_classifier_outputs_quantize_and_shape():
     torch.manual_seed(0)
     model = MnistClassifier().eval()
     images = torch.rand(5, 1, 14, 14)
-    features, probs = metrics.classifier_outputs(model, images)
+    features, probs = extractors.classifier_outputs(model, images)
     assert features.shape == (5, 128) and probs.shape == (5, 10)
     np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-6)  # a float32 softmax over 10 classes sums to 1 ± 1e-7
-    again, _ = metrics.classifier_outputs(model, metrics.quantize(images))
+    again, _ = extractors.classifier_outputs(model, extractors.quantize(images))
     np.testing.assert_array_equal(features, again)
 
 

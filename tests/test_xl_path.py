@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 
+from bottleneck_utils import features as extractors
 from bottleneck_utils import masks, metrics
 from bottleneck_utils.models import load, tie_embedder_copies
 from bottleneck_utils.sampling import balanced_labels, sample
@@ -62,9 +63,9 @@ def test_inception_evaluator_on_decoded_samples(xl_like, tmp_path):
     real = (np.random.default_rng(0).random((2, 8, 8, 3)) * 255).astype(np.uint8)
     np.savez(tmp_path / "reference_batch.npz", arr_0=real)  # the ADM / DiT reference-batch layout
     evaluator = metrics.evaluator_for(xl_like, tmp_path / "reference_batch.npz", k=1)
-    assert evaluator.name == "Inception FID" and evaluator.reference.features.shape == (2, metrics.INCEPTION_DIM)
+    assert evaluator.name == "Inception FID" and evaluator.reference.features.shape == (2, extractors.INCEPTION_DIM)
     samples = evaluator.sample_set(images, [1, 2])
-    assert samples.features.shape == (2, metrics.INCEPTION_DIM) and samples.probs is None
+    assert samples.features.shape == (2, extractors.INCEPTION_DIM) and samples.probs is None
     assert samples.manifolds.real_in_fake.shape == (2, 2)
     assert np.isfinite(metrics.kid(samples.features, evaluator.reference.features, num_subsets=2))
 
