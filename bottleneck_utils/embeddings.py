@@ -24,6 +24,9 @@ def check_labels(bundle: Bundle, labels, include_null: bool = False) -> torch.Te
     Class ids come back as a long tensor; label ``bundle.num_classes`` is the CFG null class, accepted only with
     ``include_null=True``. For a continuous-condition model see :func:`check_conditions`.
     """
+    if bundle.prompt_conditioned:
+        raise ValueError(f"{bundle.name} is text-conditioned: its y comes from a prompt or size embedding "
+                         "(text_conditions.pooled_vectors, size_vectors), not from labels")
     if bundle.condition is not None:
         return check_conditions(bundle, labels, include_null)
     labels = _as_numbers(labels, "class ids").flatten()

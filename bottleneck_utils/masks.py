@@ -125,8 +125,8 @@ def check_mask(bundle: Bundle, mask: Mask) -> None:
     if mask.hidden_size != bundle.hidden_size:
         raise ValueError(f"the mask has length {mask.hidden_size}, but {bundle.name}'s c has {bundle.hidden_size} "
                          "coordinates")
-    if bundle.condition is not None and mask.granularity != "global":
-        raise ValueError(f"{bundle.name} has a continuous condition, not label rows: it takes a global mask")
+    if (bundle.condition is not None or bundle.prompt_conditioned) and mask.granularity != "global":
+        raise ValueError(f"{bundle.name} has a continuous or text condition, not label rows: it takes a global mask")
     mask.table(bundle.num_classes)  # raises on a wrong number of per-sample rows
 
 
@@ -269,35 +269,42 @@ def conditioning_modules(bundle: Bundle) -> list[torch.nn.Module]:
     return list(unique.values())
 
 
-def _call_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timestep, class_labels) of a ``CombinedTimestepLabelEmbeddings`` call, positional or by keyword."""
-    timestep = args[0] if len(args) > 0 else kwargs["timestep"]
-    labels = args[1] if len(args) > 1 else kwargs["class_labels"]
-    return torch.as_tensor(timestep), torch.as_tensor(labels)
+def _call_timestep(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The timestep of a conditioning module's call (its first argument in diffusers), positional or by keyword."""
+    return torch.as_tensor(args[0] if len(args) > 0 else kwargs["timestep"])
 
 
-def _rows_for_labels(bundle: Bundle, mask: Mask, null_policy: str):
-    """labels (B,) → the (B, D) bool rows of c to zero, with the null policy applied."""
-    if bundle.condition is not None:  # continuous conditions: one global row (check_mask); NaN is the null
-        row = mask.removed.to(bundle.device)  # (1, D)
+def _call_labels(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The class labels of a ``CombinedTimestepLabelEmbeddings`` call, positional or by keyword."""
+    return torch.as_tensor(args[1] if len(args) > 1 else kwargs["class_labels"])
+
+
+def _rows_for_call(bundle: Bundle, mask: Mask, null_policy: str):
+    """(args, kwargs) of a call → the (B, D) or (1, D) bool rows of c to zero, with the null policy applied."""
+    row = mask.removed.to(bundle.device)  # (1, D) for the global masks of continuous and text conditions
+    if bundle.prompt_conditioned:
         if null_policy == "leave":
-            return lambda labels: row & ~torch.isnan(labels.reshape(-1, 1))  # (B, D)
-        return lambda labels: row.expand(labels.numel(), -1)  # (B, D)
+            raise ValueError(f"null_policy='leave' needs the null label, but {bundle.name} is text-conditioned: its "
+                             "CFG null branch is an empty prompt the hook cannot recognise; use null_policy='mask'")
+        return lambda args, kwargs: row  # (1, D)
+    if bundle.condition is not None:  # continuous conditions: one global row (check_mask); NaN is the null
+        if null_policy == "leave":
+            return lambda args, kwargs: row & ~torch.isnan(_call_labels(args, kwargs).reshape(-1, 1))  # (B, D)
+        return lambda args, kwargs: row  # (1, D)
     table = mask.table(bundle.num_classes).to(bundle.device)  # (num_classes + 1, D)
     if null_policy == "leave":
         table[bundle.null_label] = False
-    return lambda labels: table[labels.long().reshape(-1)]  # (B, D)
+    return lambda args, kwargs: table[_call_labels(args, kwargs).long().reshape(-1)]  # (B, D)
 
 
 def _masking_hook(rows_for, active_times: torch.Tensor | None):
-    """A forward hook that zeroes ``rows_for(labels)`` in c, at the timesteps in ``active_times`` (None: always)."""
+    """A forward hook that zeroes ``rows_for(args, kwargs)`` in c at the timesteps in ``active_times`` (None: all)."""
 
     def hook(module, args, kwargs, output):
-        timestep, labels = _call_inputs(args, kwargs)
-        removed = rows_for(labels)  # (B, D)
+        removed = rows_for(args, kwargs)  # (B, D) or (1, D)
         if active_times is not None:
-            now = torch.isin(timestep.to(active_times.device, torch.float32).reshape(-1), active_times)  # (1|B,)
-            removed = removed & now[:, None]
+            timestep = _call_timestep(args, kwargs).to(active_times.device, torch.float32).reshape(-1)  # (1|B,)
+            removed = removed & torch.isin(timestep, active_times)[:, None]
         return output.masked_fill(removed, 0)  # (B, D)
 
     return hook
@@ -337,7 +344,7 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     schedule = as_schedule(schedule)
     if null_policy not in NULL_POLICIES:
         raise ValueError(f"null_policy must be one of {NULL_POLICIES}, got {null_policy!r}")
-    rows_for = _rows_for_labels(bundle, mask, null_policy)
+    rows_for = _rows_for_call(bundle, mask, null_policy)
     active = _active_times(schedule, timesteps)
     active = None if active is None else active.to(bundle.device)
     hook = _masking_hook(rows_for, active)

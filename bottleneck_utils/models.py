@@ -47,7 +47,8 @@ class TimeConvention:
     """How a model family feeds time to its embedder.
 
     Attributes:
-        kind: ``"ddpm"`` (integer t in [0, 999], noise at 999) or ``"flow"`` (continuous t in [0, 1]).
+        kind: ``"ddpm"`` (integer t in [0, 999], noise at 999), ``"flow"`` (continuous t in [0, 1]) or ``"sigma"``
+            (flow matching fed σ · 1000, as SD3).
         first_time: t₀, the highest-noise time at which sampling starts, when no scheduler decides it.
         t_max: the largest valid time.
     """
@@ -90,6 +91,9 @@ class Bundle:
         dtype: the compute dtype.
         condition: for a continuous-condition model, the condition's name and trained range; None for a
             class-conditional one.
+        prompt_conditioned: True for a text-conditioned model (``text_conditions.text_bundle``): its c comes from a
+            prompt or size embedding, not from labels the hooks can read, so it takes global masks only and its CFG
+            null branch cannot be told apart.
     """
 
     name: str
@@ -104,6 +108,7 @@ class Bundle:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     condition: ConditionRange | None = None
+    prompt_conditioned: bool = False
 
     @property
     def hidden_size(self) -> int:

@@ -125,7 +125,7 @@ def lift_provenance(notebook) -> None:
 
 
 def chapters() -> list[str]:
-    """The executed chapters, in the book's order: the ``book/<name>`` entries of ``_toc.yml`` with a notebook source."""
+    """The executed chapters in the book's order: the ``book/<name>`` entries of ``_toc.yml`` with a notebook source."""
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())

@@ -69,10 +69,11 @@ def expected_training_dynamics() -> dict:
 
 
 def expected_pruning() -> dict:
-    bundle = load("mnist-dit")
-    tokens = (bundle.transformer.config.sample_size // bundle.transformer.config.patch_size) ** 2
+    config = load("mnist-dit").transformer.config
+    tokens = (config.sample_size // config.patch_size) ** 2
     return {"share_xl": 100 * compute.adaln_flop_share(**compute.DIT_XL), "num_steps": 2, "n_samples": 20,
-            "share_own": 100 * compute.adaln_flop_share(bundle.hidden_size, tokens, bundle.transformer.config.num_layers)}
+            "share_own": 100 * compute.adaln_flop_share(config.num_attention_heads * config.attention_head_dim, tokens,
+                                                         config.num_layers)}
 
 
 def expected_continuous() -> dict:

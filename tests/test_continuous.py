@@ -87,7 +87,8 @@ def test_c_is_t_plus_e_of_T_and_matches_the_module(continuous):
     assert torch.equal(c, y + t)  # c is computed as y + t
     for k, step in enumerate(timesteps):
         module = continuous.embedder(torch.full((3,), step), torch.tensor(temperatures), hidden_dtype=torch.float32)
-        assert torch.allclose(c[k], module, atol=1e-6)  # the module adds the same float32 parts: at most an ulp of |c| ≲ 10 apart
+        # the module adds the same float32 parts: at most an ulp of |c| ≲ 10 apart
+        assert torch.allclose(c[k], module, atol=1e-6)
 
 
 def test_all_conditions_of_a_continuous_bundle_is_a_grid_over_the_range(continuous):

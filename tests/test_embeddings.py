@@ -20,7 +20,8 @@ def test_c_is_y_plus_t_and_matches_the_module(bundle):
     assert torch.equal(c, y + t)  # c is computed as y + t
     for k, step in enumerate(timesteps):  # the diffusers module computes the same vector
         module = bundle.embedder(torch.full((3,), step), torch.tensor(labels), hidden_dtype=torch.float32)
-        assert torch.allclose(c[k], module, atol=1e-6)  # the module adds the same float32 parts: at most an ulp of |c| ≲ 10 apart
+        # the module adds the same float32 parts: at most an ulp of |c| ≲ 10 apart
+        assert torch.allclose(c[k], module, atol=1e-6)
 
 
 def test_scalar_timestep_gives_a_matrix_and_default_is_t0(bundle):

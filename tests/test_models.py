@@ -103,8 +103,8 @@ def test_ema_is_preferred_over_model(tmp_path, state_dict):
     table = bundle.embedder.class_embedder.embedding_table.weight
     assert torch.equal(table, state_dict["y_embedder.embedding_table.weight"])
     assert not torch.equal(table, other["y_embedder.embedding_table.weight"])
-    torch.testing.assert_close(conditional_vectors(bundle, [1], 999).double(),
-                               synthetic.reference_c(state_dict, [1], 999)[0], atol=1e-4, rtol=1e-5)  # as in the first test
+    torch.testing.assert_close(conditional_vectors(bundle, [1], 999).double(),  # tolerance as in the first test
+                               synthetic.reference_c(state_dict, [1], 999)[0], atol=1e-4, rtol=1e-5)
 
 
 def test_model_is_used_without_ema_and_ddp_prefix_is_stripped(tmp_path, state_dict):

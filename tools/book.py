@@ -83,7 +83,8 @@ def stale_notebooks(output_dir: Path = OUTPUTS) -> list[str]:
         if not executed.is_file():
             problems.append(f"{executed.parent.name}/{executed.name} is missing (run: make execute)")
         elif code_cells(nbformat.read(executed, as_version=4)) != code_cells(jupytext.read(SOURCES / f"{name}.md")):
-            problems.append(f"{executed.parent.name}/{executed.name} is stale: its code differs from notebooks/{name}.md")
+            problems.append(f"{executed.parent.name}/{executed.name} is stale: its code differs from "
+                            f"notebooks/{name}.md")
     return problems
 
 
