@@ -143,7 +143,10 @@ class Bundle:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Returns ``torch.device(device)``, or raises if that device does not exist here (never falls back)."""
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RuntimeError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available on this machine")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

@@ -205,6 +205,7 @@ def _check_written(images, labels, first_index: int) -> tuple[np.ndarray, np.nda
     """(uint8 (N, H, W, C), labels (N,)) of what is about to be written, or a ValueError before anything is."""
     pixels = to_uint8(images)  # refuses anything but (N, C, H, W) floats in [0, 1]
     labels = torch.as_tensor(labels).cpu().flatten().numpy()
+    labels = labels.astype(np.int64) if labels.size == 0 else labels  # [] is float; an empty shard keeps int labels
     if len(labels) != len(pixels):
         raise ValueError(f"got {len(pixels)} images but {len(labels)} labels; pass one label per image")
     _check_int("first_index", first_index, 0)
