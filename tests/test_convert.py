@@ -174,3 +174,10 @@ def test_not_a_backbone_is_rejected(state_dict):
     embedders_only = {k: v for k, v in state_dict.items() if k.startswith(("t_embedder", "y_embedder"))}
     with pytest.raises(KeyError, match="not a DiT/SiT backbone"):
         convert.original_to_diffusers(embedders_only)
+
+
+def test_a_pos_embed_that_is_not_dits_sincos_table_is_refused(state_dict):
+    """diffusers recomputes DiT's fixed table instead of loading it: a learned or shifted one would be lost."""
+    learned = dict(state_dict, pos_embed=state_dict["pos_embed"] + 0.01)
+    with pytest.raises(ValueError, match="toy.pt: its pos_embed is not DiT's fixed sin-cos table"):
+        convert.original_to_diffusers(learned, num_heads=synthetic.HEADS, path="toy.pt")

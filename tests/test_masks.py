@@ -251,3 +251,23 @@ def test_continuous_condition_models_take_global_masks_and_nan_is_null(bundle):
     _, conditions, c = seen[0]
     assert torch.isnan(conditions[2:]).all() and conditions[:2].tolist() == [1.5, 3.0]
     assert torch.equal(c[:2] == 0, mask.removed.expand(2, -1)) and not (c[2:] == 0).any()
+
+
+@pytest.mark.parametrize("granularity", ["global", "per-sample"])
+def test_mask_boundaries(bundle, granularity):
+    """τ = 0 and τ = ∞, k = 0 and k = D: nothing or everything, with no coordinate lost at the edges."""
+    rows = 1 if granularity == "global" else bundle.num_classes + 1
+    real_rows = rows if granularity == "global" else rows - 1  # the null row is not a class
+    nothing = torch.zeros(rows, bundle.hidden_size, dtype=torch.bool)
+    everything = ~nothing
+    build = {"num_steps": STEPS, "granularity": granularity}
+    assert torch.equal(masks.tail_mask(bundle, 0.0, **build).removed, nothing)  # |cᵢ| < 0 never holds
+    assert torch.equal(masks.tail_mask(bundle, float("inf"), **build).removed, everything)
+    assert torch.equal(masks.head_mask(bundle, 0.0, **build).removed, everything)  # c has no exact zero here
+    assert torch.equal(masks.head_mask(bundle, float("inf"), **build).removed, nothing)
+    assert torch.equal(masks.topk_mask(bundle, 0, **build).removed, nothing)
+    assert torch.equal(masks.topk_mask(bundle, bundle.hidden_size, **build).removed, everything)
+    smallest = masks.threshold_for_fraction(bundle, 1e-9, **build)  # a share below one coordinate removes one
+    assert masks.tail_mask(bundle, smallest, **build).removed[:real_rows].sum().item() == 1
+    largest = masks.threshold_for_fraction(bundle, 1 - 1e-9, **build)  # and one just below 1 keeps one
+    assert masks.tail_mask(bundle, largest, **build).removed[:real_rows].sum().item() == real_rows * bundle.hidden_size - 1

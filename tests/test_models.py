@@ -308,6 +308,34 @@ def test_uncached_hub_id_offline_fails_fast_and_writes_nothing(empty_hf_cache, m
     assert calls and all(call.get("local_files_only") for call in calls)
 
 
+def test_a_failed_download_is_one_oserror_naming_the_fix(empty_hf_cache, monkeypatch):
+    """Online, an uncached id is downloaded; when that fails, whatever the network error, one OSError says so."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def snapshot_download(repo, local_files_only=False, **kwargs):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not in the cache")
+        raise ConnectionError("Max retries exceeded with url: /api/models/facebook/DiT-XL-2-256")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(OSError, match=r"not in the local cache and could not be downloaded \(ConnectionError\); run "
+                                      "with network access or pass a local path") as error:
+        models.load("facebook/DiT-XL-2-256")
+    assert error.value.__cause__ is None and "\n" not in str(error.value)
+
+
+def test_check_model_reads_no_weights_and_fails_like_load(empty_hf_cache, tmp_path):
+    synthetic.tiny_pipeline_folder(tmp_path / "pipe")
+    for name in ("mnist-dit", str(tmp_path / "pipe")):
+        models.check_model(name)  # found, nothing loaded
+    with pytest.raises(OSError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set"):
+        models.check_model("facebook/DiT-XL-2-256")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.check_model("no-such-model")
+
+
 def test_cached_hub_id_loads_offline(empty_hf_cache):
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = empty_hf_cache / "models--tiny--dit-toy"
