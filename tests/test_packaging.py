@@ -3,9 +3,10 @@
 import ast
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_ONLY = {"IPython", "nbformat"}  # imported inside the functions that notebooks and tools/book.py call
