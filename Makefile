@@ -23,13 +23,13 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 book: execute html          ## execute every notebook on the embedded default, then build the HTML
 
 execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, CONTINUOUS_MODEL=, DEVICE=, SAMPLES=)
-	$(PY) -m bottleneck_utils.book execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
+	$(PY) tools/book.py execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
 
 html: venv                  ## build _build/html from the committed executed notebooks (no execution)
-	$(PY) -m bottleneck_utils.book check
+	$(PY) tools/book.py check
 	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
 
-test: venv                  ## pytest, CPU and offline
+test: venv                  ## pytest, CPU and offline: every test (the quick loop: pytest -m "not slow")
 	$(PY) -m pytest -q tests
 
 train: venv                 ## retrain the shipped organisms (runs/ resumable; --install replaces the shipped ones)

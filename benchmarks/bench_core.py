@@ -39,7 +39,7 @@ from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is used from the repo, not installed
 
 from bottleneck_utils import embeddings, stats
-from bottleneck_utils.models import DDPM, Bundle, block_embedders
+from bottleneck_utils.models import DDPM, Bundle, block_embedders, tie_embedder_copies
 from bottleneck_utils.sampling import sample
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,10 +150,7 @@ def tiny_transformer() -> DiTTransformer2DModel:
         patch_size=2,
         num_embeds_ada_norm=1000,
     )
-    # Like a converted checkpoint: every block holds the same copy of the c = y + t embedder.
-    reference = block_embedders(transformer)[0].state_dict()
-    for embedder in block_embedders(transformer)[1:]:
-        embedder.load_state_dict(reference)
+    tie_embedder_copies(transformer)  # like a converted checkpoint: every block holds the same copy of the embedder
     return transformer.eval()
 
 

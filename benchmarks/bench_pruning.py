@@ -13,10 +13,11 @@ always exits 0 (it is a benchmark, not a test); it prints PASS/FAIL against the 
    tokens), so the hook's fixed cost per call weighs more here than on any real model: this is the worst case.
    Target: masked / unmasked time <= 1.03.
 2. What a sparse c saves in the adaLN projection (the paper's Fig. 42 says "faster", with no numbers). Dense
-   ``Linear(D, 6D)`` on silu(c) against ``masks.compact_projection`` on the kept coordinates (with the gather
+   ``Linear(D, 6D)`` on silu(c) against ``compute.compact_projection`` on the kept coordinates (with the gather
    c[:, kept] counted), at the DiT-XL/2 shape (D = 1152, CFG batch 2 x 128) and at mnist-dit's (D = 128), for
-   Table 2's removed fractions (38.94% and 66.21%). Random weights: only shapes matter. No target; the
-   ratio and the projection's share of a DiT-XL/2 forward (FLOPs) are printed.
+   Table 2's removed fractions (38.94% and 66.21%), timed by ``compute.projection_ratio`` (the pruning chapter's
+   measurement). Random weights: only shapes matter. No target; the ratio and the projection's share of a
+   DiT-XL/2 forward (FLOPs, ``compute.adaln_flop_share``) are printed.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is used from the repo, not installed
 
 from bench_core import alternate, verdict  # the timing helpers, shared with the core benchmark (same folder)
 
-from bottleneck_utils import masks
+from bottleneck_utils import compute, masks
 from bottleneck_utils.models import load
 from bottleneck_utils.sampling import balanced_labels, sample
 
@@ -68,44 +68,17 @@ def bench_mask_overhead(repeats: int, num_images: int, num_steps: int, last_k: i
 # ---------------------------------------------------------------------------------------------------
 
 
-def projection_ratio(hidden: int, batch: int, removed_fraction: float, repeats: int) -> float:
-    """Median time of gather + compact projection over the dense Linear(D, 6D), on silu(c) (batch, D)."""
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(hidden, 6 * hidden)
-    removed = torch.zeros(hidden, dtype=torch.bool)
-    removed[torch.randperm(hidden)[: round(removed_fraction * hidden)]] = True
-    compact = masks.compact_projection(linear, removed)
-    kept = (~removed).nonzero().flatten()
-    c = torch.randn(batch, hidden).masked_fill(removed, 0)  # (B, D)
-
-    def dense():
-        return linear(F.silu(c))  # (B, 6D)
-
-    def sparse():
-        return compact(F.silu(c[:, kept]))  # (B, 6D)
-
-    with torch.no_grad():
-        medians, _, results = alternate({"dense": lambda: [dense() for _ in range(20)],
-                                      "sparse": lambda: [sparse() for _ in range(20)]}, repeats)
-        assert torch.allclose(results["dense"][0], results["sparse"][0], atol=1e-4)
-    return medians["sparse"] / medians["dense"]
-
-
-def adaln_share_of_forward(hidden: int, tokens: int, depth: int) -> float:
-    """FLOP share of the adaLN projections (Linear(D, 6D) per block and the final Linear(D, 2D), per sample)."""
-    adaln = depth * 6 * hidden * hidden + 2 * hidden * hidden
-    per_block = tokens * (12 * hidden * hidden) + 2 * tokens * tokens * hidden  # qkv+proj+MLP, attention
-    return adaln / (depth * per_block + adaln)
-
-
 def bench_adaln(repeats: int) -> None:
     print("[2] adaLN projection: gather c[:, kept] + Linear(|kept|, 6D) over the dense Linear(D, 6D)")
-    for name, hidden, batch in (("DiT-XL/2", 1152, 256), ("mnist-dit", 128, 512)):
+    torch.manual_seed(0)
+    for name, hidden, batch in (("DiT-XL/2", compute.DIT_XL["hidden"], 256), ("mnist-dit", 128, 512)):
+        linear = torch.nn.Linear(hidden, 6 * hidden)  # random weights: only the shapes matter
         for fraction in (0.3894, 0.6621):
-            ratio = projection_ratio(hidden, batch, fraction, repeats)
+            removed = compute.random_removed(hidden, fraction)
+            ratio = compute.projection_ratio(linear, removed, batch, rounds=repeats, inner=20)
             print(f"    {name:>9} D={hidden:4d} batch {batch}, {fraction:.2%} removed: sparse / dense time "
                   f"{ratio:5.2f}  (ideal {1 - fraction:.2f})")
-    share = adaln_share_of_forward(1152, 256, 28)
+    share = compute.adaln_flop_share(**compute.DIT_XL)
     print(f"    the adaLN projections are {share:.2%} of a DiT-XL/2 forward's FLOPs (256 tokens, 28 blocks): "
           "that bounds what pruning c can save")
 

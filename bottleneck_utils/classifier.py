@@ -9,9 +9,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from bottleneck_utils.models import CHECKPOINT_DIR, embedded_manifest, sha256_of
+from bottleneck_utils import integrity
+from bottleneck_utils.images import check_images
 
-WEIGHTS = CHECKPOINT_DIR / "mnist-classifier" / "model.safetensors"
+WEIGHTS = integrity.CHECKPOINT_DIR / "mnist-classifier" / "model.safetensors"
+IMAGE_SHAPE = (1, 14, 14)  # (C, H, W): the organism's resolution, MNIST's 28×28 averaged over 2×2
+NUM_CLASSES = 10
 
 
 class MnistClassifier(nn.Module):
@@ -22,7 +25,7 @@ class MnistClassifier(nn.Module):
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc1 = nn.Linear(64 * 7 * 7, 128)
-        self.fc2 = nn.Linear(128, 10)
+        self.fc2 = nn.Linear(128, NUM_CLASSES)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(images * 2 - 1))  # (B, 32, 14, 14)
@@ -57,17 +60,15 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2
 
 
 def save_classifier(model: MnistClassifier) -> str:
+    """Writes the classifier's weights into the package data; returns their sha256 (for the manifest)."""
     WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, WEIGHTS)
-    return sha256_of(WEIGHTS)
+    return integrity.sha256_of(WEIGHTS)
 
 
 def load_classifier(device: str | torch.device = "cpu") -> MnistClassifier:
     """The shipped classifier, sha256-checked against the manifest."""
-    expected = embedded_manifest().get("mnist-classifier", {}).get("sha256")
-    actual = sha256_of(WEIGHTS)
-    if expected != actual:
-        raise ValueError(f"sha256 of {WEIGHTS} is {actual}, but the manifest records {expected}")
+    integrity.verified("mnist-classifier", WEIGHTS)
     model = MnistClassifier()
     model.load_state_dict(load_file(WEIGHTS))
     return model.to(device).eval()
@@ -76,6 +77,7 @@ def load_classifier(device: str | torch.device = "cpu") -> MnistClassifier:
 @torch.no_grad()
 def predict(model: MnistClassifier, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Class probabilities (N, 10) of (N, 1, 14, 14) images in [0, 1]."""
+    images = check_images(images)
     device = next(model.parameters()).device
     chunks = [model(images[i : i + batch_size].to(device)).softmax(-1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)

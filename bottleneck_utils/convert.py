@@ -8,8 +8,9 @@ import math
 import torch
 from diffusers import DiTTransformer2DModel
 
-# The number of attention heads is not visible in the weights; these are the DiT/SiT sizes.
-HEADS_BY_HIDDEN = {1152: 16, 1024: 16, 768: 12, 384: 6}
+# DiT's (and SiT's) sizes in its models.py: (hidden size, depth, heads), all with an MLP 4× as wide. The head count
+# is not visible in the weights, so it is taken from here only when width, depth and MLP width all match a size.
+DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
 GLOBAL_KEYS = {
     "x_embedder.proj.weight": "pos_embed.proj.weight",
@@ -31,15 +32,31 @@ BLOCK_KEYS = {
 }
 
 
+def attention_heads(hidden: int, depth: int, mlp_width: int, num_heads: int | None = None) -> int:
+    """The head count of a DiT backbone: ``num_heads`` if given (it must divide ``hidden``), else its DiT size's.
+
+    Raises:
+        ValueError: ``num_heads`` does not divide the width, or (without it) the shape is not one of DiT's sizes.
+    """
+    if num_heads is not None:
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or hidden % num_heads:
+            raise ValueError(f"num_heads must be a positive int dividing the hidden size {hidden}, got {num_heads!r}")
+        return num_heads
+    for size_hidden, size_depth, heads in DIT_SIZES.values():
+        if (hidden, depth, mlp_width) == (size_hidden, size_depth, 4 * size_hidden):
+            return heads
+    sizes = ", ".join(f"{name}: {h}×{d}" for name, (h, d, _) in DIT_SIZES.items())
+    raise ValueError(f"width {hidden} × {depth} blocks (MLP {mlp_width}) is not one of DiT's sizes ({sizes}), so its "
+                     "head count is unknown; pass num_heads")
+
+
 def original_architecture(state_dict: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
     """The ``DiTTransformer2DModel`` config of an original DiT/SiT state dict, read off its shapes."""
     patch = state_dict["x_embedder.proj.weight"]  # (D, C_in, p, p)
     hidden, in_channels, patch_size = patch.shape[0], patch.shape[1], patch.shape[-1]
     depth = 1 + max(int(key.split(".")[1]) for key in state_dict if key.startswith("blocks."))
     num_tokens = state_dict["pos_embed"].shape[1]  # pos_embed: (1, N, D)
-    heads = num_heads or HEADS_BY_HIDDEN.get(hidden)
-    if heads is None:
-        raise ValueError(f"hidden size {hidden} is not a DiT size {sorted(HEADS_BY_HIDDEN)}; pass num_heads")
+    heads = attention_heads(hidden, depth, state_dict["blocks.0.mlp.fc1.weight"].shape[0], num_heads)
     return {
         "num_attention_heads": heads,
         "attention_head_dim": hidden // heads,
@@ -100,8 +117,8 @@ def original_to_diffusers(
     Raises:
         KeyError: listing every missing and unexpected key, if the state dict is not a DiT backbone.
     """
-    if "x_embedder.proj.weight" not in state_dict or "pos_embed" not in state_dict:
-        raise KeyError(f"{path} has no 'x_embedder.proj.weight'/'pos_embed': not a DiT/SiT backbone")
+    if not {"x_embedder.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"} <= set(state_dict):
+        raise KeyError(f"{path} has no 'x_embedder.proj.weight'/'pos_embed'/'blocks.0.*': not a DiT/SiT backbone")
     config = original_architecture(state_dict, num_heads)
     expected = _expected_original_keys(config["num_layers"])
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)

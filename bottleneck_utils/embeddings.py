@@ -24,15 +24,36 @@ def check_labels(bundle: Bundle, labels, include_null: bool = False) -> torch.Te
     Class ids come back as a long tensor; label ``bundle.num_classes`` is the CFG null class, accepted only with
     ``include_null=True``. For a continuous-condition model see :func:`check_conditions`.
     """
+    if bundle.prompt_conditioned:
+        raise ValueError(f"{bundle.name} is text-conditioned: its y comes from a prompt or size embedding "
+                         "(text_conditions.pooled_vectors, size_vectors), not from labels")
     if bundle.condition is not None:
         return check_conditions(bundle, labels, include_null)
-    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    labels = _as_numbers(labels, "class ids").flatten()
+    if labels.is_floating_point():
+        fractional = labels[~torch.isfinite(labels) | (labels != labels.round())]
+        if len(fractional):
+            raise ValueError(f"class ids must be whole numbers, got {fractional.tolist()[:5]}; for a continuous "
+                             "condition load a continuous-condition model (e.g. ising-dit)")
+    labels = labels.long()
     top = bundle.num_classes + (1 if include_null else 0)
     bad = labels[(labels < 0) | (labels >= top)]
     if len(bad):
         null_hint = "" if include_null else f" (the null class {bundle.num_classes} needs include_null=True)"
         raise ValueError(f"class ids {bad.unique().tolist()} are outside 0..{top - 1}{null_hint}")
     return labels.to(bundle.device)
+
+
+def _as_numbers(values, what: str) -> torch.Tensor:
+    """``values`` as a real tensor, or a one-line ValueError naming ``what`` (strings, None, ragged lists)."""
+    try:
+        values = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{what} must be numbers (a list, array or tensor), got {type(values).__name__}: "
+                         f"{str(error).splitlines()[0]}") from None
+    if values.dtype == torch.bool or values.is_complex():
+        raise ValueError(f"{what} must be real numbers, got {values.dtype}")
+    return values
 
 
 def check_conditions(bundle: Bundle, values, include_null: bool = False) -> torch.Tensor:
@@ -42,7 +63,7 @@ def check_conditions(bundle: Bundle, values, include_null: bool = False) -> torc
     saw it, so its vector is an extrapolation, not the model's conditional vector. NaN is the CFG null condition,
     accepted only with ``include_null=True``; ±inf always raises.
     """
-    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    values = _as_numbers(values, f"{bundle.condition.name} values").double().flatten()
     condition, null = bundle.condition, torch.isnan(values)
     if null.any() and not include_null:
         raise ValueError(f"NaN is the null {condition.name} (the CFG null condition); it needs include_null=True")
@@ -57,9 +78,11 @@ def check_conditions(bundle: Bundle, values, include_null: bool = False) -> torc
 
 
 def check_timesteps(bundle: Bundle, timesteps) -> torch.Tensor:
-    """Returns ``timesteps`` as a 1-D tensor, or raises if one is outside the model's time range."""
-    timesteps = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
-    bad = timesteps[(timesteps < 0) | (timesteps > bundle.time.t_max)]
+    """Returns ``timesteps`` as a 1-D tensor, or raises if there are none or one is NaN or outside the time range."""
+    timesteps = _as_numbers(timesteps, "timesteps").double().flatten()
+    if len(timesteps) == 0:
+        raise ValueError("timesteps is empty: give at least one timestep (None means t₀)")
+    bad = timesteps[~((timesteps >= 0) & (timesteps <= bundle.time.t_max))]  # NaN fails both comparisons
     if len(bad):
         raise ValueError(
             f"timesteps {bad.tolist()[:5]} are outside [0, {bundle.time.t_max:g}] ({bundle.time.kind} convention)"
@@ -71,16 +94,18 @@ def first_sampling_timestep(bundle: Bundle, num_steps: int | None = None, schedu
     """t₀: the highest-noise time at which sampling starts.
 
     With a scheduler (the bundle's own, or one given) it is ``scheduler.timesteps[0]`` after
-    ``set_timesteps(num_steps)``: 980 for DDIM with 50 "leading" steps, not 999. Without one it is the
-    family's convention (999 for DDPM models; 0 for SiT/LightningDiT; 1 for REPA).
+    ``set_timesteps(num_steps)`` on a fresh copy (the given scheduler is not changed): 980 for DDIM with 50
+    "leading" steps, not 999. Without one it is the family's convention (999 for DDPM models; 0 for
+    SiT/LightningDiT; 1 for REPA).
     """
     scheduler = scheduler or bundle.scheduler
     if scheduler is None:
         return bundle.time.first_time
-    if num_steps is None or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int when the model has a scheduler, got {num_steps!r}")
-    scheduler.set_timesteps(num_steps)
-    return float(scheduler.timesteps[0])
+    fresh = type(scheduler).from_config(scheduler.config)
+    fresh.set_timesteps(num_steps)
+    return float(fresh.timesteps[0])
 
 
 def all_conditions(bundle: Bundle) -> torch.Tensor:
@@ -132,9 +157,15 @@ def conditional_vectors(
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     timesteps = bundle.time.first_time if timesteps is None else timesteps
-    scalar = torch.as_tensor(timesteps).ndim == 0
-    y = class_embeddings(bundle, labels, include_null).float()  # (n, d)
-    t = timestep_embeddings(bundle, timesteps).float()  # (T, d)
+    y = class_embeddings(bundle, labels, include_null)  # (n, d)
+    return combine(y, timestep_embeddings(bundle, timesteps), part, scalar=torch.as_tensor(timesteps).ndim == 0)
+
+
+def combine(y: torch.Tensor, t: torch.Tensor, part: str = "y+t", scalar: bool = False) -> torch.Tensor:
+    """y (n, d) and t (T, d) → float32 c = y + t (T, n, d), y (T, n, d) or t (T, 1, d); without T if ``scalar``."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    y, t = y.float(), t.float()
     if part == "y":
         vectors = y.expand(len(t), *y.shape)  # (T, n, d)
     elif part == "t":

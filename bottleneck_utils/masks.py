@@ -30,6 +30,7 @@ The paper leaves two choices open (digest: "Unknowns"); both are parameters here
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +63,10 @@ class Mask:
     name: str = "mask"
 
     def __post_init__(self):
-        if self.removed.dtype != torch.bool or self.removed.ndim != 2:
-            raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {self.removed.dtype} "
-                             f"{tuple(self.removed.shape)}")
+        if not isinstance(self.removed, torch.Tensor) or self.removed.dtype != torch.bool or self.removed.ndim != 2:
+            got = f"{self.removed.dtype} {tuple(self.removed.shape)}" if isinstance(self.removed, torch.Tensor) \
+                else type(self.removed).__name__
+            raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {got}")
 
     @property
     def hidden_size(self) -> int:
@@ -96,13 +98,18 @@ class Mask:
 
 def coordinate_mask(coordinates, hidden_size: int, name: str = "coordinates") -> Mask:
     """A global mask that removes the given coordinate indices (or a (D,) bool vector) of c."""
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be a positive int (bundle.hidden_size), got {hidden_size!r}")
     coordinates = torch.as_tensor(coordinates)
     if coordinates.dtype == torch.bool:
         if coordinates.shape != (hidden_size,):
             raise ValueError(f"a bool mask must have the model's hidden size {hidden_size}, got "
                              f"{tuple(coordinates.shape)}")
         return Mask(coordinates[None].clone(), name)
-    coordinates = coordinates.long().flatten()
+    coordinates = coordinates.flatten()
+    if coordinates.is_floating_point() and (~torch.isfinite(coordinates) | (coordinates != coordinates.round())).any():
+        raise ValueError(f"coordinates must be whole numbers, got {coordinates.tolist()[:8]}")
+    coordinates = coordinates.long()
     if len(coordinates) and (coordinates.min() < 0 or coordinates.max() >= hidden_size):
         raise ValueError(f"coordinates must lie in 0..{hidden_size - 1}, got {coordinates.tolist()[:8]}")
     removed = torch.zeros(1, hidden_size, dtype=torch.bool)
@@ -118,8 +125,8 @@ def check_mask(bundle: Bundle, mask: Mask) -> None:
     if mask.hidden_size != bundle.hidden_size:
         raise ValueError(f"the mask has length {mask.hidden_size}, but {bundle.name}'s c has {bundle.hidden_size} "
                          "coordinates")
-    if bundle.condition is not None and mask.granularity != "global":
-        raise ValueError(f"{bundle.name} has a continuous condition, not label rows: it takes a global mask")
+    if (bundle.condition is not None or bundle.prompt_conditioned) and mask.granularity != "global":
+        raise ValueError(f"{bundle.name} has a continuous or text condition, not label rows: it takes a global mask")
     mask.table(bundle.num_classes)  # raises on a wrong number of per-sample rows
 
 
@@ -141,8 +148,8 @@ def reference_magnitudes(bundle: Bundle, num_steps: int, granularity: str = DEFA
 
 
 def _check_tau(tau: float) -> None:
-    if not tau >= 0:  # also catches NaN
-        raise ValueError(f"the threshold tau must be >= 0, got {tau!r}")
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not tau >= 0:  # also catches NaN
+        raise ValueError(f"the threshold tau must be a number >= 0, got {tau!r}")
 
 
 def tail_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
@@ -160,7 +167,7 @@ def head_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = 
 def topk_mask(bundle: Bundle, k: int, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY,
               largest: bool = True) -> Mask:
     """Removes the k largest |cᵢ| of c at t₀ (``largest=False``: the k smallest)."""
-    if not 0 <= k <= bundle.hidden_size:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= bundle.hidden_size:
         raise ValueError(f"k must lie in 0..{bundle.hidden_size} (the hidden size), got {k}")
     magnitudes = reference_magnitudes(bundle, num_steps, granularity)  # (rows, D)
     order = magnitudes.argsort(dim=-1, descending=largest, stable=True)  # (rows, D)
@@ -187,6 +194,8 @@ def threshold_for_fraction(bundle: Bundle, fraction: float, *, num_steps: int,
 
 def random_mask(like: Mask, seed: int = 0) -> Mask:
     """The random control: in every row, as many coordinates as ``like`` removes, drawn uniformly."""
+    if not isinstance(like, Mask):
+        raise TypeError(f"random_mask draws a control for a masks.Mask, got {type(like).__name__}")
     generator = torch.Generator().manual_seed(seed)
     counts = like.removed.sum(-1)  # (rows,)
     scores = torch.rand(like.removed.shape, generator=generator)  # (rows, D)
@@ -260,35 +269,42 @@ def conditioning_modules(bundle: Bundle) -> list[torch.nn.Module]:
     return list(unique.values())
 
 
-def _call_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timestep, class_labels) of a ``CombinedTimestepLabelEmbeddings`` call, positional or by keyword."""
-    timestep = args[0] if len(args) > 0 else kwargs["timestep"]
-    labels = args[1] if len(args) > 1 else kwargs["class_labels"]
-    return torch.as_tensor(timestep), torch.as_tensor(labels)
+def _call_timestep(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The timestep of a conditioning module's call (its first argument in diffusers), positional or by keyword."""
+    return torch.as_tensor(args[0] if len(args) > 0 else kwargs["timestep"])
 
 
-def _rows_for_labels(bundle: Bundle, mask: Mask, null_policy: str):
-    """labels (B,) → the (B, D) bool rows of c to zero, with the null policy applied."""
-    if bundle.condition is not None:  # continuous conditions: one global row (check_mask); NaN is the null
-        row = mask.removed.to(bundle.device)  # (1, D)
+def _call_labels(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The class labels of a ``CombinedTimestepLabelEmbeddings`` call, positional or by keyword."""
+    return torch.as_tensor(args[1] if len(args) > 1 else kwargs["class_labels"])
+
+
+def _rows_for_call(bundle: Bundle, mask: Mask, null_policy: str):
+    """(args, kwargs) of a call → the (B, D) or (1, D) bool rows of c to zero, with the null policy applied."""
+    row = mask.removed.to(bundle.device)  # (1, D) for the global masks of continuous and text conditions
+    if bundle.prompt_conditioned:
         if null_policy == "leave":
-            return lambda labels: row & ~torch.isnan(labels.reshape(-1, 1))  # (B, D)
-        return lambda labels: row.expand(labels.numel(), -1)  # (B, D)
+            raise ValueError(f"null_policy='leave' needs the null label, but {bundle.name} is text-conditioned: its "
+                             "CFG null branch is an empty prompt the hook cannot recognise; use null_policy='mask'")
+        return lambda args, kwargs: row  # (1, D)
+    if bundle.condition is not None:  # continuous conditions: one global row (check_mask); NaN is the null
+        if null_policy == "leave":
+            return lambda args, kwargs: row & ~torch.isnan(_call_labels(args, kwargs).reshape(-1, 1))  # (B, D)
+        return lambda args, kwargs: row  # (1, D)
     table = mask.table(bundle.num_classes).to(bundle.device)  # (num_classes + 1, D)
     if null_policy == "leave":
         table[bundle.null_label] = False
-    return lambda labels: table[labels.long().reshape(-1)]  # (B, D)
+    return lambda args, kwargs: table[_call_labels(args, kwargs).long().reshape(-1)]  # (B, D)
 
 
 def _masking_hook(rows_for, active_times: torch.Tensor | None):
-    """A forward hook that zeroes ``rows_for(labels)`` in c, at the timesteps in ``active_times`` (None: always)."""
+    """A forward hook that zeroes ``rows_for(args, kwargs)`` in c at the timesteps in ``active_times`` (None: all)."""
 
     def hook(module, args, kwargs, output):
-        timestep, labels = _call_inputs(args, kwargs)
-        removed = rows_for(labels)  # (B, D)
+        removed = rows_for(args, kwargs)  # (B, D) or (1, D)
         if active_times is not None:
-            now = torch.isin(timestep.to(active_times.device, torch.float32).reshape(-1), active_times)  # (1|B,)
-            removed = removed & now[:, None]
+            timestep = _call_timestep(args, kwargs).to(active_times.device, torch.float32).reshape(-1)  # (1|B,)
+            removed = removed & torch.isin(timestep, active_times)[:, None]
         return output.masked_fill(removed, 0)  # (B, D)
 
     return hook
@@ -300,6 +316,8 @@ def _active_times(schedule: Schedule, timesteps) -> torch.Tensor | None:
     if timesteps is None:
         raise ValueError(f"the {schedule.kind!r} schedule needs the sampler's timesteps (pass timesteps=...)")
     timesteps = torch.as_tensor(timesteps, dtype=torch.float32).flatten()  # float32: MPS has no float64
+    if len(timesteps) == 0 or not torch.isfinite(timesteps).all():
+        raise ValueError(f"the sampler's timesteps must be finite and non-empty, got {timesteps.tolist()[:5]}")
     if len(timesteps.unique()) != len(timesteps):
         raise ValueError("the sampler's timesteps repeat, so a step cannot be told apart by its timestep")
     return timesteps[schedule.active_steps(len(timesteps))]
@@ -326,7 +344,7 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     schedule = as_schedule(schedule)
     if null_policy not in NULL_POLICIES:
         raise ValueError(f"null_policy must be one of {NULL_POLICIES}, got {null_policy!r}")
-    rows_for = _rows_for_labels(bundle, mask, null_policy)
+    rows_for = _rows_for_call(bundle, mask, null_policy)
     active = _active_times(schedule, timesteps)
     active = None if active is None else active.to(bundle.device)
     hook = _masking_hook(rows_for, active)
@@ -336,29 +354,3 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     finally:
         for handle in handles:
             handle.remove()
-
-
-# ---------------------------------------------------------------------------------------------------
-#                              What a sparse c could save: the adaLN projection
-# ---------------------------------------------------------------------------------------------------
-
-
-def compact_projection(linear: torch.nn.Linear, removed: torch.Tensor) -> torch.nn.Linear:
-    """The adaLN projection ``Linear(D, 6D)`` restricted to the kept coordinates of c.
-
-    adaLN computes ``linear(silu(c))`` and ``silu(0) = 0``, so the columns of removed coordinates contribute
-    nothing: ``compact(silu(c[:, kept]))`` equals ``linear(silu(c_masked))`` up to float rounding, with a
-    (6D, |kept|) matrix instead of (6D, D). This is the only saving a sparse c offers without retraining.
-
-    Args:
-        linear: the projection, e.g. ``transformer_blocks[i].norm1.linear``.
-        removed: (D,) bool, the coordinates a global mask zeroes.
-    """
-    kept = (~removed).nonzero().flatten()  # (|kept|,)
-    compact = torch.nn.Linear(len(kept), linear.out_features, bias=linear.bias is not None)
-    compact = compact.to(device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        compact.weight.copy_(linear.weight[:, kept])  # (6D, |kept|)
-        if linear.bias is not None:
-            compact.bias.copy_(linear.bias)
-    return compact

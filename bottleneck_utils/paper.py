@@ -39,6 +39,9 @@ TABLE5 = {
     "AudioLDM": {"cosine_yt": 0.9828, "nPR_yt": 0.0862, "cosine_y": 0.1406, "nPR_y": 0.6309},
 }
 
+# The columns of Tables 4 and 5 in stats.summary's key scheme (cosine and nPR of c = y + t and of y alone, at t₀).
+TABLE_COLUMNS = {"cosine_yt": "cos_c", "nPR_yt": "npr_c", "cosine_y": "cos_y", "nPR_y": "npr_y"}
+
 # Magnitude scales quoted in the text (head coordinates, tail coordinates).
 MAGNITUDES = {"REPA/SiT head": (5.0, 8.0), "REPA/SiT tail": (1e-3, 1e-1), "DiT-XL/2 max |c_i|": 0.8}
 

@@ -17,7 +17,8 @@ import torch
 
 from bottleneck_utils import paper
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
-from bottleneck_utils.models import CHECKPOINT_DIR, Bundle
+from bottleneck_utils.integrity import CHECKPOINT_DIR
+from bottleneck_utils.models import Bundle
 
 # axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
 # 1e-4, SiT/REPA's flow objective); the timestep axis goes from the usual 1000 to Fig. 43's shorter schedules

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import math
+import numbers
 import os
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from bottleneck_utils import masks
 from bottleneck_utils.embeddings import check_labels
 from bottleneck_utils.flow import FlowODE
+from bottleneck_utils.images import to_uint8
 from bottleneck_utils.models import Bundle, load, resolve_dtype
 
 # ---------------------------------------------------------------------------------------------------
@@ -57,9 +60,15 @@ def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int,
 
 def balanced_labels(num_classes: int, num_samples: int) -> torch.Tensor:
     """Labels 0, 1, …, num_classes − 1, 0, 1, …: the same number of samples per class (5000 → 5 per ImageNet class)."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    _check_int("num_samples", num_samples, 1)
+    _check_int("num_classes", num_classes, 1)
     return torch.arange(num_samples) % num_classes
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """Raises ValueError unless ``value`` is an int (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def _autocast(bundle: Bundle, dtype: str | None):
@@ -120,11 +129,15 @@ def _pruning(bundle: Bundle, mask, schedule, null_policy: str):
     return masks.prune(bundle, mask, schedule, timesteps=bundle.scheduler.timesteps, null_policy=null_policy)
 
 
-def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, mask, schedule, autocast) -> masks.Schedule:
+def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, cfg_scale, seed, first_index, mask, schedule,
+                           autocast) -> masks.Schedule:
     if bundle.transformer is None or bundle.scheduler is None:
         raise ValueError(f"{bundle.name} is an embedder-only bundle; sampling needs a transformer and a scheduler")
-    if num_steps < 1 or batch_size < 1:
-        raise ValueError(f"num_steps and batch_size must be >= 1, got {num_steps}, {batch_size}")
+    for name, value, low in (("num_steps", num_steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
+                             ("first_index", first_index, 0)):
+        _check_int(name, value, low)
+    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale):
+        raise ValueError(f"cfg_scale must be a finite number (1.0 switches guidance off), got {cfg_scale!r}")
     schedule = masks.as_schedule(schedule)
     schedule.active_steps(num_steps)  # raises when k > num_steps
     if mask is not None:
@@ -172,12 +185,13 @@ def sample(
             and the VAE decode stay in the bundle's dtype); None or ``"float32"`` does not.
 
     Returns:
-        float tensor (N, C, H, W) in [0, 1], on the CPU.
+        float tensor (N, C, H, W) in [0, 1], on the CPU; N = 0 (an empty shard) gives (0, *bundle.image_shape).
 
     Raises:
         ValueError: bad labels, steps, mask, schedule or null policy, before any sampling.
     """
-    schedule = _check_sampling_inputs(bundle, num_steps, batch_size, mask, schedule, autocast)
+    schedule = _check_sampling_inputs(bundle, num_steps, batch_size, cfg_scale, seed, first_index, mask, schedule,
+                                      autocast)
     labels = check_labels(bundle, labels)
     bundle.scheduler.set_timesteps(num_steps)
     images = []
@@ -192,7 +206,7 @@ def sample(
             else:
                 x = _denoise(bundle, x, batch, cfg_scale, autocast, generators)
             images.append(_decode(bundle, x))
-    images = torch.cat(images) if images else torch.empty(0)
+    images = torch.cat(images) if images else torch.empty(0, *bundle.image_shape)
     if output_dir is not None:
         write_pngs(images, labels.cpu(), output_dir, first_index)
     return images
@@ -203,16 +217,23 @@ def sample(
 # ---------------------------------------------------------------------------------------------------
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) floats in [0, 1] → (N, H, W, C) uint8, rounded (what a PNG stores)."""
-    return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def _check_written(images, labels, first_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (N, H, W, C), labels (N,)) of what is about to be written, or a ValueError before anything is."""
+    pixels = to_uint8(images)  # refuses anything but (N, C, H, W) floats in [0, 1]
+    labels = torch.as_tensor(labels).cpu().flatten().numpy()
+    labels = labels.astype(np.int64) if labels.size == 0 else labels  # [] is float; an empty shard keeps int labels
+    if len(labels) != len(pixels):
+        raise ValueError(f"got {len(pixels)} images but {len(labels)} labels; pass one label per image")
+    _check_int("first_index", first_index, 0)
+    return pixels, labels
 
 
-def write_pngs(images: torch.Tensor, labels: torch.Tensor, output_dir: str | Path, first_index: int = 0) -> None:
+def write_pngs(images: torch.Tensor, labels, output_dir: str | Path, first_index: int = 0) -> None:
     """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file."""
+    pixels, labels = _check_written(images, labels, first_index)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for offset, (image, label) in enumerate(zip(to_uint8(images), labels.tolist())):
+    for offset, (image, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
         array = image[..., 0] if image.shape[-1] == 1 else image
         target = output_dir / f"{first_index + offset:06d}_{label}.png"
         temporary = target.with_name(f".{target.name}.tmp")
@@ -233,17 +254,25 @@ def atomic_savez(path: Path, **arrays) -> None:
 
 
 def save_npz(images: torch.Tensor, labels, path: str | Path, first_index: int = 0) -> Path:
-    """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically."""
-    labels = torch.as_tensor(labels).cpu().numpy()
+    """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically.
+
+    N may be 0 (an empty shard): ``arr_0`` is then (0, H, W, C).
+    """
+    pixels, labels = _check_written(images, labels, first_index)
     indices = np.arange(first_index, first_index + len(labels))
-    atomic_savez(Path(path), arr_0=to_uint8(images), labels=labels, indices=indices)
+    atomic_savez(Path(path), arr_0=pixels, labels=labels, indices=indices)
     return Path(path)
 
 
 def load_npz(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
     """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels."""
-    with np.load(path) as archive:
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"arr_0", "labels"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}: it is not a file written by save_npz")
         pixels, labels = archive["arr_0"], archive["labels"]
+    if pixels.dtype != np.uint8 or pixels.ndim != 4:
+        raise ValueError(f"{path}: arr_0 must be (N, H, W, C) uint8, got {pixels.dtype} {pixels.shape}")
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels
 
 
@@ -323,31 +352,51 @@ def _cli_mask(bundle: Bundle, args) -> masks.Mask | None:
     return masks.random_mask(mask, seed=args.seed) if args.random_control else mask
 
 
+def _number(kind, low):
+    """An argparse type: ``kind`` (int or float), finite and >= ``low`` (None: any finite value)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an {kind.__name__}") from None
+        if not math.isfinite(value) or (low is not None and value < low):
+            bound = "" if low is None else f" >= {low}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number{bound}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="embedded name, hub id, diffusers folder or .pt (see models.load)")
-    parser.add_argument("--num-samples", type=int, required=True)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-samples", type=_number(int, 1), required=True)
+    parser.add_argument("--steps", type=_number(int, 1), default=50)
+    parser.add_argument("--cfg", type=_number(float, None), default=4.0)
+    parser.add_argument("--seed", type=_number(int, 0), default=0)
+    parser.add_argument("--batch-size", type=_number(int, 1), default=64)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--autocast", default=None, choices=["bfloat16", "float16"])
     parser.add_argument("--npz", default=None, help="write all samples into this .npz")
     parser.add_argument("--png-dir", default=None, help="write every sample as a PNG into this folder")
     parser.add_argument("--mask", default="none", choices=["none", "tail", "head", "topk"])
-    parser.add_argument("--tau", type=float, default=None)
-    parser.add_argument("--topk", type=int, default=None)
+    parser.add_argument("--tau", type=_number(float, 0), default=None)
+    parser.add_argument("--topk", type=_number(int, 0), default=None)
     parser.add_argument("--random-control", action="store_true", help="zero as many random coordinates instead")
     parser.add_argument("--granularity", default=masks.DEFAULT_GRANULARITY, choices=masks.GRANULARITIES)
     parser.add_argument("--schedule", default="every", choices=masks.SCHEDULES)
-    parser.add_argument("--k", type=int, default=None, help="steps of the 'last' schedule")
+    parser.add_argument("--k", type=_number(int, 1), default=None, help="steps of the 'last' schedule")
     parser.add_argument("--null-policy", default=masks.DEFAULT_NULL_POLICY, choices=masks.NULL_POLICIES)
     args = parser.parse_args(argv)
     if args.npz is None and args.png_dir is None:
         parser.error("give --npz and/or --png-dir")
     if args.mask in ("tail", "head") and args.tau is None or args.mask == "topk" and args.topk is None:
         parser.error(f"--mask {args.mask} needs --tau (tail, head) or --topk (topk)")
+    if args.tau is not None and args.mask not in ("tail", "head") or args.topk is not None and args.mask != "topk":
+        parser.error(f"--tau goes with --mask tail/head and --topk with --mask topk, not with --mask {args.mask}")
+    if (args.k is None) != (args.schedule != "last"):
+        parser.error("--k goes with --schedule last, which needs it")
     return args
 
 

@@ -2,11 +2,33 @@
 
 Conventions: a batch of vectors is a tensor ``(n, d)`` (n conditions, d = hidden size); a sweep over
 timesteps is ``(T, n, d)``. Off-diagonal statistics exclude each vector's cosine with itself.
+
+Every function refuses NaN or inf in its input, and a zero vector where the statistic divides by its norm, with a
+``ValueError`` that names the problem: a NaN statistic would otherwise pass for a result.
 """
 
 from __future__ import annotations
 
 import torch
+
+# ---------------------------------------------------------------------------------------------------
+#                                           Input checks
+# ---------------------------------------------------------------------------------------------------
+
+
+def _checked(vectors, min_ndim: int = 1, what: str = "vectors") -> torch.Tensor:
+    """``vectors`` as float64, or a ValueError if it has fewer than ``min_ndim`` axes, no coordinates, or NaN/inf."""
+    vectors = torch.as_tensor(vectors)
+    if vectors.ndim < min_ndim or vectors.shape[-1] == 0:
+        shape = "(..., d)" if min_ndim == 1 else "(..., n, d)"
+        raise ValueError(f"{what} must have shape {shape} with d >= 1, got {tuple(vectors.shape)}")
+    if vectors.is_complex() or vectors.dtype == torch.bool:
+        raise ValueError(f"{what} must be real numbers, got {vectors.dtype}")
+    vectors = vectors.double()
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"{what} hold NaN or inf: check the model's weights and the labels/timesteps they came from")
+    return vectors
+
 
 # ---------------------------------------------------------------------------------------------------
 #                                         Cosine similarity
@@ -15,7 +37,9 @@ import torch
 
 def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
     """The (n, n) matrix of pairwise cosine similarities of the rows of ``vectors`` (n, d)."""
-    unit = torch.nn.functional.normalize(vectors.double(), dim=-1)  # (n, d)
+    vectors = _checked(vectors, min_ndim=2)
+    _check_nonzero(vectors.norm(dim=-1))
+    unit = torch.nn.functional.normalize(vectors, dim=-1)  # (n, d)
     return unit @ unit.T  # (n, n)
 
 
@@ -38,11 +62,12 @@ def mean_offdiag_cosine(vectors: torch.Tensor) -> torch.Tensor:
 
     Works on ``(n, d)`` or on a stack ``(..., n, d)``; returns a scalar or a tensor of shape ``(...)``.
     """
+    vectors = _checked(vectors, min_ndim=2)
     n = vectors.shape[-2]
     if n < 2:
         raise ValueError("off-diagonal statistics need at least 2 vectors")
-    _check_nonzero(vectors.double().norm(dim=-1))
-    unit = torch.nn.functional.normalize(vectors.double(), dim=-1)  # (..., n, d)
+    _check_nonzero(vectors.norm(dim=-1))
+    unit = torch.nn.functional.normalize(vectors, dim=-1)  # (..., n, d)
     total = unit.sum(dim=-2)  # (..., d)
     return ((total * total).sum(dim=-1) - n) / (n * (n - 1))
 
@@ -70,7 +95,10 @@ def mean_offdiag_cosine_sweep(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     Returns:
         (T,) mean off-diagonal cosine at each timestep.
     """
-    y, t = y.double(), t.double()
+    y, t = _checked(y, 2, "y"), _checked(t, 2, "t")
+    if y.ndim != 2 or t.ndim != 2 or y.shape[1] != t.shape[1]:
+        raise ValueError(f"the sweep needs y (n, d) and t (T, d) of the same d, got {tuple(y.shape)} and "
+                         f"{tuple(t.shape)}")
     n = y.shape[0]
     if n < 2:
         raise ValueError("off-diagonal statistics need at least 2 vectors")
@@ -89,13 +117,16 @@ def mean_offdiag_cosine_sweep(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def participation_ratio(vectors: torch.Tensor) -> torch.Tensor:
     """PR = (Σ|cᵢ|)² / Σ cᵢ² of each vector along the last dimension (L1²/L2²; 1 ≤ PR ≤ d)."""
-    v = vectors.double().abs()
-    return v.sum(-1) ** 2 / (v * v).sum(-1)
+    v = _checked(vectors).abs()
+    energy = (v * v).sum(-1)
+    if (energy == 0).any():
+        raise ValueError("a vector is zero: its participation ratio (L1²/L2²) is undefined")
+    return v.sum(-1) ** 2 / energy
 
 
 def normalized_participation_ratio(vectors: torch.Tensor) -> torch.Tensor:
     """nPR = PR / d ∈ (0, 1] of each vector along the last dimension."""
-    return participation_ratio(vectors) / vectors.shape[-1]
+    return participation_ratio(vectors) / torch.as_tensor(vectors).shape[-1]
 
 
 def mean_npr(vectors: torch.Tensor) -> torch.Tensor:
@@ -104,20 +135,20 @@ def mean_npr(vectors: torch.Tensor) -> torch.Tensor:
     The paper does not say whether it takes the nPR of the mean vector or the mean of per-class nPRs;
     this is the latter. ``normalized_participation_ratio(vectors.mean(-2))`` gives the former.
     """
-    return normalized_participation_ratio(vectors).mean(-1)
+    return normalized_participation_ratio(_checked(vectors, min_ndim=2)).mean(-1)
 
 
 def _check_tau(tau: float | torch.Tensor) -> torch.Tensor:
     tau = torch.as_tensor(tau, dtype=torch.float64)
-    if (tau < 0).any():
-        raise ValueError(f"the threshold tau must be >= 0, got {tau.tolist()}")
+    if torch.isnan(tau).any() or (tau < 0).any():
+        raise ValueError(f"the threshold tau must be a number >= 0, got {tau.tolist()}")
     return tau
 
 
 def tail_fraction(vector: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """s_tail(τ) = #{i : |cᵢ| < τ} / d, along the last dimension (τ may be a 1-D sweep: result (..., len(τ)))."""
     tau = _check_tau(tau)
-    magnitude = vector.double().abs()
+    magnitude = _checked(vector).abs()
     if tau.ndim == 0:
         return (magnitude < tau).double().mean(-1)
     return (magnitude[..., None, :] < tau[:, None]).double().mean(-1)
@@ -126,7 +157,7 @@ def tail_fraction(vector: torch.Tensor, tau: float | torch.Tensor) -> torch.Tens
 def head_fraction(vector: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """s_head(τ) = #{i : |cᵢ| > τ} / d, along the last dimension (the appendix's "sparsity ratio")."""
     tau = _check_tau(tau)
-    magnitude = vector.double().abs()
+    magnitude = _checked(vector).abs()
     if tau.ndim == 0:
         return (magnitude > tau).double().mean(-1)
     return (magnitude[..., None, :] > tau[:, None]).double().mean(-1)
@@ -140,14 +171,19 @@ def tau_sweep(vector: torch.Tensor, taus: torch.Tensor | list[float]) -> dict[st
 
 def head_tail_indices(vector: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the head (|cᵢ| > τ) and tail (|cᵢ| < τ) coordinates of one vector (d,)."""
-    _check_tau(tau)
-    magnitude = vector.abs()
+    tau = _check_tau(tau)
+    magnitude = _checked(vector).abs()
+    if magnitude.ndim != 1 or tau.ndim != 0:
+        raise ValueError(f"head_tail_indices takes one vector (d,) and one tau, got {tuple(magnitude.shape)}")
     return torch.nonzero(magnitude > tau).flatten(), torch.nonzero(magnitude < tau).flatten()
 
 
 def per_dim_variance(vectors: torch.Tensor) -> torch.Tensor:
     """Variance of each coordinate across the conditions (rows): (n, d) → (d,). Population variance."""
-    return vectors.double().var(dim=0, unbiased=False)
+    vectors = _checked(vectors, min_ndim=2)
+    if vectors.ndim != 2:
+        raise ValueError(f"per_dim_variance takes (n, d) vectors, got shape {tuple(vectors.shape)}")
+    return vectors.var(dim=0, unbiased=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,13 +191,17 @@ def per_dim_variance(vectors: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 SUMMARY_KEYS = ("cos_c", "cos_y", "npr_c", "npr_y", "t_share", "head_energy", "tail_rel")
+DETAIL_KEYS = ("cos_c_median", "cos_c_min", "npr_c_of_mean", "pr_c", "cos_y_median", "cos_y_min", "npr_y_of_mean",
+               "pr_y")
 
 
 def head_energy_share(vectors: torch.Tensor, share: float = 0.02) -> torch.Tensor:
     """Share of ‖c‖² held by the top ``share`` of coordinates (at least one), per vector: (..., d) → (...)."""
-    if not 0 < share <= 1:
+    if not 0 < share <= 1:  # also catches NaN
         raise ValueError(f"share must be in (0, 1], got {share}")
-    energy = vectors.double() ** 2  # (..., d)
+    energy = _checked(vectors) ** 2  # (..., d)
+    if (energy.sum(-1) == 0).any():
+        raise ValueError("a vector is zero: its head energy share is undefined")
     k = max(1, round(share * vectors.shape[-1]))
     return energy.topk(k, dim=-1).values.sum(-1) / energy.sum(-1)
 
@@ -169,11 +209,12 @@ def head_energy_share(vectors: torch.Tensor, share: float = 0.02) -> torch.Tenso
 def relative_tail_fraction(vectors: torch.Tensor, relative_tau: float = 0.01) -> torch.Tensor:
     """s_tail at τ = ``relative_tau`` · max|cᵢ| of each vector: a scale-free tail share, (..., d) → (...)."""
     tau = _check_tau(relative_tau)
-    magnitude = vectors.double().abs()
+    magnitude = _checked(vectors).abs()
     return (magnitude < tau * magnitude.amax(-1, keepdim=True)).double().mean(-1)
 
 
-def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative_tau: float = 0.01) -> dict[str, float]:
+def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative_tau: float = 0.01,
+            detail: bool = False) -> dict[str, float]:
     """The statistics of c = y + t that every chapter and every training log report, under one key scheme.
 
     Args:
@@ -181,21 +222,22 @@ def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative
         t: the timestep embedding at one timestep (d,).
         head_share: the share of coordinates that :func:`head_energy_share` counts as the head (paper: 1–2%).
         relative_tau: τ as a share of max|cᵢ| for :func:`relative_tail_fraction`.
+        detail: add :data:`DETAIL_KEYS`, the readings of the paper's numbers that it leaves open (O(n²·d)).
 
     Returns:
-        ``cos_c``/``cos_y``: mean off-diagonal cosine of c and of y; ``npr_c``/``npr_y``: mean per-vector nPR;
-        ``t_share``: ‖t‖² / (‖t‖² + mean ‖yᵢ‖²), the share of the energy of c that t carries were y ⟂ t;
-        ``head_energy``: mean share of ‖c‖² in the top ``head_share`` coordinates; ``tail_rel``: mean share of
-        coordinates with |cᵢ| < ``relative_tau`` · max|c|.
+        :data:`SUMMARY_KEYS`: ``cos_c``/``cos_y``: mean off-diagonal cosine of c and of y; ``npr_c``/``npr_y``: mean
+        per-vector nPR; ``t_share``: ‖t‖² / (‖t‖² + mean ‖yᵢ‖²), the share of the energy of c that t carries were
+        y ⟂ t; ``head_energy``: mean share of ‖c‖² in the top ``head_share`` coordinates; ``tail_rel``: mean share
+        of coordinates with |cᵢ| < ``relative_tau`` · max|c|. With ``detail``, for ``x`` in ``c``, ``y``:
+        ``cos_x_median``/``cos_x_min`` (the median and minimum off-diagonal cosine), ``npr_x_of_mean`` (the nPR of
+        the mean vector) and ``pr_x`` (the mean per-vector PR).
     """
+    y, t = _checked(y, 2, "y"), _checked(t, 1, "t")
     if y.ndim != 2 or t.shape != y.shape[-1:]:
         raise ValueError(f"summary needs y of shape (n, d) and t of shape (d,), got {tuple(y.shape)} and {tuple(t.shape)}")
-    if not (torch.isfinite(y).all() and torch.isfinite(t).all()):
-        raise ValueError("summary got non-finite embeddings (NaN or inf): check the model's weights and timestep")
-    y, t = y.double(), t.double()
     c = y + t  # (n, d)
     t_energy = (t * t).sum()
-    return {
+    values = {
         "cos_c": mean_offdiag_cosine(c).item(),
         "cos_y": mean_offdiag_cosine(y).item(),
         "npr_c": mean_npr(c).item(),
@@ -204,3 +246,10 @@ def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative
         "head_energy": head_energy_share(c, head_share).mean().item(),
         "tail_rel": relative_tail_fraction(c, relative_tau).mean().item(),
     }
+    if detail:
+        for name, vectors in (("c", c), ("y", y)):
+            cosine = offdiag_cosine_summary(vectors)
+            values |= {f"cos_{name}_median": cosine["median"], f"cos_{name}_min": cosine["min"],
+                       f"npr_{name}_of_mean": normalized_participation_ratio(vectors.mean(0)).item(),
+                       f"pr_{name}": participation_ratio(vectors).mean().item()}
+    return values

@@ -13,23 +13,26 @@ Where c lives (the analogue of the paper's c = y + t, taken before the adaLN MLP
   only. Its c can be studied over timesteps and over the size conditions, not over prompts, and asking for
   prompt statistics raises. Time is DDPM's integer t, t₀ = 999.
 
-The statistics are those of :mod:`bottleneck_utils.stats`; :func:`table5_row` gives the paper's Table 5 columns.
+This module is an adapter, not a second API: :func:`text_bundle` wraps the conditioning module in a
+:class:`~bottleneck_utils.models.Bundle` (``prompt_conditioned=True``), so t comes from
+:func:`embeddings.timestep_embeddings`, c from :func:`embeddings.combine`, the statistics from
+:func:`stats.summary` (:func:`prompt_summary`) and pruning from :func:`masks.prune` with a global mask. Only y, the
+prompt or size embedding, is computed here.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings
 from diffusers.models.normalization import AdaLayerNormSingle
 
-from bottleneck_utils import masks, stats
-from bottleneck_utils.embeddings import PARTS
+from bottleneck_utils import embeddings, stats
+from bottleneck_utils.models import DDPM, Bundle, TimeConvention
 
-FIRST_TIME = {"sd3": 1000.0, "pixart": 999.0}  # t₀: σ = 1 for SD3's flow matching, t = 999 for PixArt's DDPM
-T_MAX = {"sd3": 1000.0, "pixart": 999.0}
+# t₀ and the time range: σ · 1000 with σ = 1 at the start for SD3's flow matching; DDPM's integer t for PixArt
+TIMES = {"sd3": TimeConvention("sigma", first_time=1000.0, t_max=1000.0), "pixart": DDPM}
 PIXART_NO_PROMPT = (
     "PixArt's adaLN vector c (adaln_single) does not depend on the prompt: the text enters through "
     "cross-attention only, so per-prompt statistics of c are constant by construction. Use size_vectors() "
@@ -61,9 +64,17 @@ def conditioning_module(transformer: torch.nn.Module) -> torch.nn.Module:
     return transformer.adaln_single.emb
 
 
-def first_time(transformer: torch.nn.Module) -> float:
-    """t₀, the highest-noise timestep at which the model's default sampler starts (1000 for SD3, 999 for PixArt)."""
-    return FIRST_TIME[model_kind(transformer)]
+def text_bundle(transformer: torch.nn.Module, name: str | None = None) -> Bundle:
+    """An embedder-only :class:`Bundle` over the model's conditioning module, for ``embeddings``, ``masks``, ``stats``.
+
+    Its ``embedder`` is the module whose output is c (:func:`conditioning_module`), its time convention the
+    model's (t₀ = 1000 for SD3, 999 for PixArt), and ``prompt_conditioned`` is set: ``masks.prune`` then takes a
+    global mask (``masks.coordinate_mask``) and hooks that one module, which every block and the output norm read.
+    """
+    module = conditioning_module(transformer)
+    weight = next(module.parameters())
+    return Bundle(name or type(transformer).__name__, module, num_classes=0, time=TIMES[model_kind(transformer)],
+                  device=weight.device, dtype=weight.dtype, prompt_conditioned=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -71,33 +82,11 @@ def first_time(transformer: torch.nn.Module) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_timesteps(transformer, timesteps) -> tuple[torch.Tensor, bool]:
-    timesteps = first_time(transformer) if timesteps is None else timesteps
-    scalar = torch.as_tensor(timesteps).ndim == 0
-    timesteps = torch.as_tensor(timesteps, dtype=torch.float32).flatten()
-    t_max = T_MAX[model_kind(transformer)]
-    if len(timesteps) == 0 or not torch.isfinite(timesteps).all() or (timesteps < 0).any() or (timesteps > t_max).any():
-        raise ValueError(f"timesteps must be a non-empty list of values in [0, {t_max:g}], "
-                         f"got {timesteps.tolist()[:5]}")
-    return timesteps, scalar
-
-
-def _parameter(module: torch.nn.Module) -> torch.Tensor:
-    return next(module.parameters())
-
-
-def _combine(y: torch.Tensor, t: torch.Tensor, part: str, scalar: bool) -> torch.Tensor:
-    """y (n, D) and t (T, D) → c = y + t (T, n, D), y (T, n, D) or t (T, 1, D); the T axis dropped if scalar."""
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    vectors = {"y+t": y[None] + t[:, None], "y": y.expand(len(t), *y.shape), "t": t[:, None]}[part].float()
-    return vectors[0] if scalar else vectors
-
-
-def _time_embeddings(module: torch.nn.Module, timesteps: torch.Tensor) -> torch.Tensor:
-    weight = _parameter(module)
-    features = module.time_proj(timesteps.to(weight.device))  # (T, 256)
-    return module.timestep_embedder(features.to(weight.dtype))  # (T, D)
+def _with_time(bundle: Bundle, y: torch.Tensor, timesteps, part: str) -> torch.Tensor:
+    """y (n, D) with t at ``timesteps`` (None: t₀) → :func:`embeddings.combine`'s c, y or t."""
+    timesteps = bundle.time.first_time if timesteps is None else timesteps
+    t = embeddings.timestep_embeddings(bundle, timesteps)  # (T, D)
+    return embeddings.combine(y, t, part, scalar=torch.as_tensor(timesteps).ndim == 0)
 
 
 @torch.no_grad()
@@ -115,15 +104,15 @@ def pooled_vectors(transformer, pooled: torch.Tensor, timesteps=None, part: str 
     """
     if model_kind(transformer) != "sd3":
         raise ValueError(PIXART_NO_PROMPT)
-    module = transformer.time_text_embed
-    timesteps, scalar = _check_timesteps(transformer, timesteps)
+    bundle = text_bundle(transformer)
     pooled = torch.as_tensor(pooled)
-    width = module.text_embedder.linear_1.in_features
+    width = bundle.embedder.text_embedder.linear_1.in_features
     if pooled.ndim != 2 or pooled.shape[0] == 0 or pooled.shape[1] != width:
         raise ValueError(f"pooled embeddings must be (n >= 1, {width}), got shape {tuple(pooled.shape)}")
-    weight = _parameter(module)
-    y = module.text_embedder(pooled.to(weight.device, weight.dtype))  # (n, D)
-    return _combine(y, _time_embeddings(module, timesteps), part, scalar)
+    if not torch.isfinite(pooled).all():
+        raise ValueError("pooled embeddings hold NaN or inf: check the text encoder's output")
+    y = bundle.embedder.text_embedder(pooled.to(bundle.device, bundle.dtype))  # (n, D)
+    return _with_time(bundle, y, timesteps, part)
 
 
 def encode_prompts(prompts: list[str], encoder: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
@@ -162,22 +151,23 @@ def size_vectors(transformer, resolution, aspect_ratio, timesteps=None, part: st
     """
     if model_kind(transformer) != "pixart":
         raise ValueError("size_vectors is for PixArt models; use pooled_vectors or prompt_vectors for SD3")
-    module = transformer.adaln_single.emb
+    bundle = text_bundle(transformer)
+    module = bundle.embedder
     if not module.use_additional_conditions:
         raise ValueError("this PixArt model has no size conditions: its c is the timestep embedding t alone")
-    timesteps, scalar = _check_timesteps(transformer, timesteps)
-    weight = _parameter(module)
-    resolution = torch.as_tensor(resolution, dtype=torch.float32, device=weight.device)
-    aspect_ratio = torch.as_tensor(aspect_ratio, dtype=torch.float32, device=weight.device).reshape(-1, 1)
+    resolution = torch.as_tensor(resolution, dtype=torch.float32, device=bundle.device)
+    aspect_ratio = torch.as_tensor(aspect_ratio, dtype=torch.float32, device=bundle.device).reshape(-1, 1)
     if resolution.ndim != 2 or resolution.shape[1] != 2 or len(resolution) == 0 or len(aspect_ratio) != len(resolution):
         raise ValueError(f"need resolution (n >= 1, 2) and aspect_ratio (n, 1); got {tuple(resolution.shape)} and "
                          f"{tuple(aspect_ratio.shape)}")
+    if not (torch.isfinite(resolution).all() and torch.isfinite(aspect_ratio).all()):
+        raise ValueError("resolution and aspect_ratio must be finite")
     n = len(resolution)
-    size_features = module.additional_condition_proj(resolution.flatten()).to(weight.dtype)  # (2n, 256)
-    ratio_features = module.additional_condition_proj(aspect_ratio.flatten()).to(weight.dtype)  # (n, 256)
+    size_features = module.additional_condition_proj(resolution.flatten()).to(bundle.dtype)  # (2n, 256)
+    ratio_features = module.additional_condition_proj(aspect_ratio.flatten()).to(bundle.dtype)  # (n, 256)
     y = torch.cat([module.resolution_embedder(size_features).reshape(n, -1),
                    module.aspect_ratio_embedder(ratio_features)], dim=1)  # (n, D)
-    return _combine(y, _time_embeddings(module, timesteps), part, scalar)
+    return _with_time(bundle, y, timesteps, part)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,45 +175,13 @@ def size_vectors(transformer, resolution, aspect_ratio, timesteps=None, part: st
 # ---------------------------------------------------------------------------------------------------
 
 
-def summary(vectors: torch.Tensor) -> dict[str, float]:
-    """Mean/median/min off-diagonal cosine, mean nPR and nPR of the mean vector of (n ≥ 2, D) vectors."""
-    cosine = stats.offdiag_cosine_summary(vectors)
-    return {"cosine": cosine["mean"], "cosine_median": cosine["median"], "cosine_min": cosine["min"],
-            "nPR": stats.mean_npr(vectors).item(),
-            "nPR_of_mean": stats.normalized_participation_ratio(vectors.mean(0)).item()}
+def prompt_summary(transformer, pooled: torch.Tensor, timestep=None, detail: bool = False) -> dict[str, float]:
+    """:func:`stats.summary` of an SD3-style model's c = y + t over pooled prompt embeddings (n ≥ 2, P), at t₀.
 
-
-def table5_row(transformer, pooled: torch.Tensor, timestep=None) -> dict[str, float]:
-    """The paper's Table 5 columns for an SD3-style model: cosine and nPR of c = y + t and of y alone, at t₀."""
-    c = pooled_vectors(transformer, pooled, timestep, "y+t")  # (n, D)
-    y = pooled_vectors(transformer, pooled, timestep, "y")  # (n, D)
-    return {"cosine_yt": stats.mean_offdiag_cosine(c).item(), "nPR_yt": stats.mean_npr(c).item(),
-            "cosine_y": stats.mean_offdiag_cosine(y).item(), "nPR_y": stats.mean_npr(y).item()}
-
-
-# ---------------------------------------------------------------------------------------------------
-#                                          Pruning c (global masks)
-# ---------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def prune(transformer, mask: masks.Mask):
-    """Zeroes a global mask's coordinates of c, at every step, inside the ``with`` block.
-
-    c is formed once per forward pass, in :func:`conditioning_module`, and every consumer (all blocks and the
-    output norm) reads that one tensor, so one forward hook prunes it everywhere. Only global masks
-    (``masks.coordinate_mask``, ``masks.random_mask`` of one) apply: a text-conditioned model has no label table
-    for per-sample rows.
+    ``cos_c``, ``npr_c``, ``cos_y`` and ``npr_y`` are the paper's Table 5 columns (``paper.TABLE_COLUMNS``).
     """
-    module = conditioning_module(transformer)
-    if not isinstance(mask, masks.Mask) or mask.granularity != "global":
-        raise ValueError("text-conditioned models take a global masks.Mask (e.g. masks.coordinate_mask)")
-    width = _parameter(module.timestep_embedder.linear_2).shape[0]
-    if mask.hidden_size != width:
-        raise ValueError(f"the mask has length {mask.hidden_size}, but this model's c has {width} coordinates")
-    removed = mask.removed[0].to(_parameter(module).device)  # (D,)
-    handle = module.register_forward_hook(lambda _module, _args, output: output.masked_fill(removed, 0))
-    try:
-        yield mask
-    finally:
-        handle.remove()
+    if timestep is not None and torch.as_tensor(timestep).ndim != 0:
+        raise ValueError(f"prompt_summary takes one timestep, got {timestep!r}")
+    y = pooled_vectors(transformer, pooled, timestep, "y")  # (n, D)
+    t = pooled_vectors(transformer, pooled[:1], timestep, "t")[0]  # (D,)
+    return stats.summary(y, t, detail=detail)

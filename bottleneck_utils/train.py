@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from bottleneck_utils import classifier, data, stats
 from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
-from bottleneck_utils.models import CHECKPOINT_DIR, Bundle, TimeConvention, objective_time, resolve_device, sha256_of
+from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
+from bottleneck_utils.models import Bundle, TimeConvention, objective_time, resolve_device
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Organism recipes

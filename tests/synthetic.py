@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# A DiT-S-wide toy (hidden 384 is a size the converter knows: 6 heads), but only 2 blocks and 4×4 patches.
+# A DiT-S-wide toy (hidden 384, 6 heads) with only 2 blocks, so not a DiT size: full loads pass num_heads=HEADS.
 HIDDEN = 384
 HEADS = 6
 DEPTH = 2
@@ -196,16 +196,14 @@ def tiny_dit_transformer(seed: int = 0, identical_embedders: bool = True):
     """
     from diffusers import DiTTransformer2DModel
 
+    from bottleneck_utils.models import tie_embedder_copies
+
     torch.manual_seed(seed)
     model = DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=IN_CHANNELS, out_channels=2 * IN_CHANNELS,
         num_layers=2, sample_size=INPUT_SIZE, patch_size=PATCH, num_embeds_ada_norm=NUM_CLASSES,
     )
-    if identical_embedders:
-        reference = model.transformer_blocks[0].norm1.emb.state_dict()
-        for block in model.transformer_blocks[1:]:
-            block.norm1.emb.load_state_dict(reference)
-    return model
+    return tie_embedder_copies(model) if identical_embedders else model
 
 
 def tiny_pipeline_folder(folder: Path, identical_embedders: bool = True, id2label: dict | None = TINY_ID2LABEL):

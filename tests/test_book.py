@@ -1,11 +1,19 @@
-"""The book pipeline: fresh executed notebooks, every notebook runs under papermill, bad parameters fail early."""
+"""The book pipeline (tools/book.py): fresh executed notebooks; every chapter runs under papermill and glues the
+numbers the package computes itself; bad parameters, unknown parameters and bad model names fail before any work."""
+
+import ast
+import csv
 
 import jupytext
 import nbformat
 import papermill
 import pytest
+import torch
 
-from bottleneck_utils import book
+from bottleneck_utils import compute, report, stats
+from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
+from bottleneck_utils.models import embedded_dir, load
+from tools import book
 
 # Tiny parameters: each notebook runs end to end in seconds on its embedded model (mnist-dit unless named).
 SMOKE = {
@@ -20,8 +28,72 @@ SMOKE = {
 }
 
 
-def test_every_chapter_has_smoke_parameters():
-    assert set(SMOKE) == set(book.CHAPTERS)
+def glued(notebook) -> dict:
+    """The value of every ``glue(key, value)`` of an executed notebook, by key (numbers parsed from their repr)."""
+    values = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name is not None:
+                text = output["data"]["application/papermill.record/text/plain"]
+                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"" else text
+    return values
+
+
+def summary_at_t0(model: str, num_steps: int, labels=None) -> dict:
+    """What the similarity and continuous chapters glue, computed here through the package's public API."""
+    bundle = load(model)
+    t0 = first_sampling_timestep(bundle, num_steps)
+    y = conditional_vectors(bundle, labels, t0, part="y")  # (n, D)
+    t = conditional_vectors(bundle, labels, t0, part="t")[0]  # (D,)
+    return {"t0": t0, "hidden": bundle.hidden_size, **stats.summary(y, t, detail=True)}
+
+
+def expected_similarity() -> dict:
+    values = summary_at_t0("mnist-dit", SMOKE["similarity"]["num_steps"])
+    return {key: values[key] for key in ("t0", "hidden", "cos_c", "cos_y", "npr_c", "npr_y", "t_share")}
+
+
+def expected_head_tail() -> dict:
+    bundle = load("mnist-dit")
+    c = conditional_vectors(bundle, timesteps=first_sampling_timestep(bundle, SMOKE["head_tail"]["num_steps"]))
+    c_mean = c.double().mean(0)  # (D,)
+    return {"max_c": c_mean.abs().max().item(), "n_head": max(1, round(0.02 * bundle.hidden_size)),
+            "energy_head": 100 * stats.head_energy_share(c_mean, 0.02).item()}
+
+
+def expected_training_dynamics() -> dict:
+    rows = list(csv.DictReader((embedded_dir("mnist-dit") / "train_log.csv").open()))
+    return {f"{key}_{end}": float(row[key]) for key in ("cos_c_ema", "npr_c_ema", "cos_y_ema")
+            for end, row in (("start", rows[0]), ("end", rows[-1]))}
+
+
+def expected_pruning() -> dict:
+    config = load("mnist-dit").transformer.config
+    tokens = (config.sample_size // config.patch_size) ** 2
+    return {"share_xl": 100 * compute.adaln_flop_share(**compute.DIT_XL), "num_steps": 2, "n_samples": 20,
+            "share_own": 100 * compute.adaln_flop_share(config.num_attention_heads * config.attention_head_dim, tokens,
+                                                         config.num_layers)}
+
+
+def expected_continuous() -> dict:
+    grid = load("ising-dit").condition.grid(SMOKE["continuous"]["n_grid"])
+    values = summary_at_t0("ising-dit", SMOKE["continuous"]["num_steps"], grid)
+    return {key: values[key] for key in ("t0", "hidden", "cos_c", "cos_c_min", "cos_y", "npr_c", "npr_y", "t_share")}
+
+
+EXPECTED = {"similarity": expected_similarity, "head_tail": expected_head_tail,
+            "training_dynamics": expected_training_dynamics, "pruning": expected_pruning,
+            "continuous": expected_continuous, "reproducibility": dict}
+
+
+def test_every_chapter_has_smoke_parameters_and_expected_numbers():
+    assert set(SMOKE) == set(EXPECTED) == set(book.CHAPTERS)
+
+
+def test_chapters_follow_the_table_of_contents():
+    assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous",
+                             "reproducibility"]
 
 
 def test_executed_notebooks_match_their_sources():
@@ -29,44 +101,52 @@ def test_executed_notebooks_match_their_sources():
     assert book.stale_notebooks() == []
 
 
-def test_stale_and_missing_notebooks_are_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(book, "OUTPUTS", tmp_path)
-    assert all("is missing" in problem for problem in book.stale_notebooks())
+def test_stale_and_missing_notebooks_are_reported(tmp_path):
+    assert all("is missing" in problem for problem in book.stale_notebooks(tmp_path))
     source = jupytext.read(book.SOURCES / "similarity.md")
     source.cells[-1].source += "\nprint('edited')"
     nbformat.write(source, tmp_path / "similarity.ipynb")
-    assert any("similarity.ipynb is stale" in problem for problem in book.stale_notebooks())
+    assert any("similarity.ipynb is stale" in problem for problem in book.stale_notebooks(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", book.CHAPTERS)
-def test_notebook_runs_with_tiny_parameters(name, tmp_path):
+def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
     parameters = {"model": "mnist-dit", **SMOKE[name]}
     executed = nbformat.read(book.execute(name, parameters, tmp_path), as_version=4)
     errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
+    values, expected = glued(executed), EXPECTED[name]()
+    # another process, perhaps another thread count: float32 embeddings may round differently (~1e-7 relative),
+    # which moves float64 statistics of them by far less than 1e-6 relative; a different formula moves them by more
+    assert {key: values.get(key) for key in expected} == pytest.approx(expected, rel=1e-6)
     if name != "reproducibility":
-        record = executed.metadata[book.PROVENANCE_KEY]
+        record = executed.metadata[report.PROVENANCE_KEY]
         assert record["model"] == parameters["model"] and len(record["model_sha256"]) == 64
         assert record["parameters"]["model"] == parameters["model"] and "torch" in record["packages"]
     assert not list(tmp_path.glob("*.partial.ipynb"))
 
 
 def test_declared_parameters_are_the_parameters_cell():
-    assert {"model", "device", "num_steps", "zoom"} <= book.declared_parameters(jupytext.read(book.SOURCES / "similarity.md"))
+    declared = book.declared_parameters(jupytext.read(book.SOURCES / "similarity.md"))
+    assert {"model", "device", "num_steps", "zoom"} <= declared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parameters, message", [
     ({"num_steps": "50"}, "bad notebook parameters: num_steps='50'"),
+    ({"num_steps": True}, "bad notebook parameters: num_steps=True"),
     ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
 ])
-def test_bad_parameters_fail_in_the_first_cell(parameters, message, tmp_path):
+def test_bad_parameters_fail_in_the_first_cell_and_leave_nothing(parameters, message, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         book.execute("similarity", parameters, tmp_path)
     assert message in str(failure.value)
     assert failure.value.exec_count <= 3  # parameters, injected parameters, setup: nothing after it ran
-    assert not (tmp_path / "similarity.ipynb").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the notebook nor its .partial.ipynb
 
 
+@pytest.mark.slow
 def test_continuous_chapter_refuses_a_class_model(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         book.execute("continuous", {"model": "mnist-dit"}, tmp_path)
@@ -74,13 +154,21 @@ def test_continuous_chapter_refuses_a_class_model(tmp_path):
     assert failure.value.exec_count <= 3
 
 
-def test_execute_command_gives_continuous_chapters_their_own_model(monkeypatch):
+def test_execute_command_gives_each_chapter_its_model_and_declared_parameters(monkeypatch):
     calls = []
-    monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters["model"])) or name)
-    book.main(["execute", "--model", "some-class-model", "--only", "similarity", "continuous"])
-    assert calls == [("similarity", "some-class-model"), ("continuous", "ising-dit")]
+    monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters)) or name)
+    book.main(["execute", "--model", "mnist-dit", "--samples", "30", "--only", "similarity", "continuous"])
+    assert calls == [("similarity", {"model": "mnist-dit", "device": "cpu"}),  # similarity has no n_samples
+                     ("continuous", {"model": "ising-dit", "device": "cpu", "n_samples": 30})]
 
 
 def test_verdict_words():
-    assert [book.verdict(True), book.verdict(False), book.verdict(True, testable=False)] == \
+    assert [report.verdict(True), report.verdict(False), report.verdict(True, testable=False)] == \
         ["reproduced", "not reproduced", "not testable here"]
+
+
+def test_summary_table_is_the_summarys_detail_keys():
+    values = stats.summary(torch.randn(4, 6), torch.randn(6), detail=True)
+    table = report.summary_table(values)
+    assert list(table.columns) == ["c = y + t", "y"] and table.loc["cosine (min)", "y"] == values["cos_y_min"]
+    assert table.loc["PR (mean over vectors)", "c = y + t"] == values["pr_c"]

@@ -10,15 +10,17 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bottleneck_utils import book
+from bottleneck_utils import report
+from tools import book
 
-HTML = book.ROOT / "_build" / "html"
+HTML = report.ROOT / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-quic"]
 CHAPTERS_WITH_FIGURES = [name for name in book.CHAPTERS if name != "reproducibility"]
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
     pytest.mark.skipif(not (HTML / "book" / "similarity.html").is_file(), reason="the book is not built (make html)"),
 ]
@@ -62,7 +64,7 @@ def test_chapter_renders_in_a_browser(name, tmp_path):
         figures = [src for src in summary.images if src and "logo" not in src]
         assert figures and all(src.strip() for src in figures)
         assert "Verdict" in text and "verdict" in summary.table_headers
-    shots = book.ROOT / "_build" / "screenshots"
+    shots = report.ROOT / "_build" / "screenshots"
     shots.mkdir(exist_ok=True)
     chromium(f"--screenshot={shots / f'{name}.png'}", "--window-size=1280,2400", page.as_uri(), tmp_path=tmp_path)
     assert (shots / f"{name}.png").stat().st_size > 10_000

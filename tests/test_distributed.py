@@ -11,6 +11,7 @@ import torch
 
 from bottleneck_utils import masks, sampling
 from bottleneck_utils.models import load
+from tests.conftest import FLOAT32_DRIFT
 from tests.synthetic import tiny_pipeline_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def cli_arguments(folder, out: Path) -> list[str]:
             "--schedule", "last", "--k", "2"]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_run(folder, tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -46,7 +48,7 @@ def test_two_gloo_processes_give_the_single_process_run(folder, tmp_path):
     two, one = np.load(tmp_path / "two" / "samples.npz"), np.load(tmp_path / "one" / "samples.npz")
     assert np.array_equal(two["labels"], sampling.balanced_labels(10, NUM_SAMPLES).numpy())
     assert np.array_equal(two["indices"], np.arange(NUM_SAMPLES))
-    assert np.array_equal(two["arr_0"], one["arr_0"])
+    assert np.array_equal(two["arr_0"], one["arr_0"])  # bit-identity: batch size 1 and one thread in both runs
     assert sorted(p.name for p in (tmp_path / "two" / "png").iterdir()) == sorted(
         p.name for p in (tmp_path / "one" / "png").iterdir())
     assert len(list((tmp_path / "two").iterdir())) == 2  # the shards are gone: only samples.npz and png/
@@ -55,10 +57,11 @@ def test_two_gloo_processes_give_the_single_process_run(folder, tmp_path):
     mask = masks.tail_mask(bundle, TAU, num_steps=STEPS)
     assert 0 < mask.removed_count < bundle.hidden_size
     direct = sampling.sample(bundle, two["labels"], num_steps=STEPS, seed=3, mask=mask,
-                             schedule=masks.Schedule("last", 2), progress=False)
+                             schedule=masks.Schedule("last", 2), progress=False)  # one batch of 7, not 7 of 1
     stored, stored_labels = sampling.load_npz(tmp_path / "two" / "samples.npz")
     assert np.array_equal(stored_labels, two["labels"])
-    assert (stored - direct).abs().max() <= 0.5 / 255 + 1e-6  # the file holds the samples, rounded to uint8
+    # the file holds the samples rounded to uint8 (half a level), from batches of another size (FLOAT32_DRIFT)
+    assert (stored - direct).abs().max() <= 0.5 / 255 + FLOAT32_DRIFT
 
 
 def test_an_interrupted_write_leaves_no_npz(monkeypatch, tmp_path):

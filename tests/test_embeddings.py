@@ -17,9 +17,10 @@ def test_c_is_y_plus_t_and_matches_the_module(bundle):
     y = conditional_vectors(bundle, labels, timesteps, part="y")
     t = conditional_vectors(bundle, labels, timesteps, part="t")
     assert c.shape == (3, 3, bundle.hidden_size) and t.shape == (3, 1, bundle.hidden_size)
-    assert torch.allclose(c, y + t)
+    assert torch.equal(c, y + t)  # c is computed as y + t
     for k, step in enumerate(timesteps):  # the diffusers module computes the same vector
         module = bundle.embedder(torch.full((3,), step), torch.tensor(labels), hidden_dtype=torch.float32)
+        # the module adds the same float32 parts: at most an ulp of |c| ≲ 10 apart
         assert torch.allclose(c[k], module, atol=1e-6)
 
 
@@ -72,6 +73,7 @@ def test_timestep_sweep_matches_direct_statistics(bundle):
     timesteps = [0, 10, 500, 998, 999]
     sweep = timestep_sweep(bundle, timesteps, chunk=2)
     c = conditional_vectors(bundle, timesteps=timesteps)  # (T, n, d)
+    # the sweep works in float64 from y and t; c here was rounded to float32 first (relative 6e-8 per coordinate)
     assert torch.allclose(sweep["cosine"], stats.mean_offdiag_cosine(c), atol=1e-6)
     assert torch.allclose(sweep["npr"], stats.mean_npr(c), atol=1e-6)
     assert sweep["timestep"].tolist() == timesteps

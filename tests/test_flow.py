@@ -15,7 +15,7 @@ from bottleneck_utils.flow import FlowODE
 def sit(tmp_path_factory):
     state = synthetic.original_dit_state_dict(seed=3)
     path = synthetic.save_checkpoint(tmp_path_factory.mktemp("sit") / "SiT-tiny.pt", {"ema": state})
-    return models.load(str(path), full=True)  # family "sit" from the name: noise at t = 0
+    return models.load(str(path), full=True, num_heads=synthetic.HEADS)  # family "sit" from the name: noise at 0
 
 
 def guided_velocity(bundle, x, t, labels, cfg):
@@ -101,7 +101,7 @@ def test_repa_projectors_are_dropped_with_a_note(tmp_path, capsys):
     state = synthetic.original_dit_state_dict(seed=4)
     state |= {"projectors.0.0.weight": torch.randn(8, 384), "projectors.0.0.bias": torch.randn(8)}
     path = synthetic.save_checkpoint(tmp_path / "repa-tiny.pt", {"ema": state})
-    bundle = models.load(str(path), full=True)
+    bundle = models.load(str(path), full=True, num_heads=synthetic.HEADS)
     assert "dropped 2 training-only tensors (REPA's projectors.*)" in capsys.readouterr().out
     assert isinstance(bundle.scheduler, FlowODE) and bundle.scheduler.noise_time == 1.0
     images = sampling.sample(bundle, [1], num_steps=2, progress=False)

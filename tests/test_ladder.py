@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bottleneck_utils import ladder, models, quality, train
+from bottleneck_utils import integrity, ladder, quality, train
 
 FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}
 
@@ -46,7 +46,7 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     assert json.loads((shipped / "quality.json").read_text()) == measured
     assert (shipped / "model.safetensors").is_file()  # c10 is one of the pruning rungs
     manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
-    assert manifest["ladder/c10"]["sha256"] == models.sha256_of(shipped / "model.safetensors")
+    assert manifest["ladder/c10"]["sha256"] == integrity.sha256_of(shipped / "model.safetensors")
 
 
 def test_finish_without_a_trained_run_names_the_command(tmp_path, monkeypatch):

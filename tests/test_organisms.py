@@ -4,9 +4,10 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
-from bottleneck_utils import classifier, data
+from bottleneck_utils import classifier, data, integrity
 from bottleneck_utils.models import embedded_dir, load
 from bottleneck_utils.sampling import sample
 
@@ -27,6 +28,7 @@ def test_mnist_dit_loads_with_its_log():
     assert logged[0] == 0 and logged[-1] == steps and logged == sorted(logged)
 
 
+@pytest.mark.slow
 def test_mnist_dit_samples_are_the_requested_digits():
     """The quality bar of the issue: >= 90% of CFG-4 samples are classified as the requested digit."""
     bundle = load("mnist-dit")
@@ -36,3 +38,19 @@ def test_mnist_dit_samples_are_the_requested_digits():
     agreement = (predicted == labels).float().mean().item()
     assert agreement >= 0.90, f"only {agreement:.1%} of samples are classified as the requested digit"
     assert np.isfinite(images.numpy()).all()
+
+
+@pytest.mark.parametrize("manifest, match", [
+    ({"mnist-classifier": {"sha256": "0" * 64}}, "but the manifest records 0000.*restore it .git checkout."),
+    ({}, "has no sha256 for 'mnist-classifier'; reinstall it"),
+])
+def test_classifier_weights_are_checked_against_the_manifest(monkeypatch, manifest, match):
+    monkeypatch.setattr(integrity, "manifest", lambda: manifest)
+    with pytest.raises(ValueError, match=match):
+        classifier.load_classifier()
+
+
+def test_missing_classifier_weights_name_the_training_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(classifier, "WEIGHTS", tmp_path / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match="train it with: python -m bottleneck_utils.train mnist-classifier"):
+        classifier.load_classifier()

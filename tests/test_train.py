@@ -12,8 +12,8 @@ from bottleneck_utils import stats, train
 from bottleneck_utils.models import block_embedders, check_embedder_copies
 
 TINY = {
-    "transformer": dict(num_attention_heads=2, attention_head_dim=8, in_channels=1, num_layers=2, sample_size=8,
-                        patch_size=2, num_embeds_ada_norm=3, norm_eps=1e-6),
+    "transformer": {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
+                    "sample_size": 8, "patch_size": 2, "num_embeds_ada_norm": 3, "norm_eps": 1e-6},
     "steps": 6, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.9, "label_dropout": 0.5, "log_every": 3,
     "class_names": ["a", "b", "c"],
 }
