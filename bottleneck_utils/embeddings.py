@@ -10,6 +10,8 @@ trained range, and values outside that range raise.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from bottleneck_utils.conditions import DEFAULT_GRID
@@ -103,7 +105,7 @@ def first_sampling_timestep(bundle: Bundle, num_steps: int | None = None, schedu
         return bundle.time.first_time
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int when the model has a scheduler, got {num_steps!r}")
-    fresh = type(scheduler).from_config(scheduler.config)
+    fresh = copy.deepcopy(scheduler)  # a diffusers scheduler or a flow.FlowODE; the given one stays as it is
     fresh.set_timesteps(num_steps)
     return float(fresh.timesteps[0])
 
@@ -203,3 +205,11 @@ def sampling_path_times(bundle: Bundle, num_points: int) -> torch.Tensor:
     start = bundle.time.first_time
     end = 0.0 if bundle.time.kind == "ddpm" else 1.0 - start
     return torch.linspace(start, end, num_points, dtype=torch.float64)
+
+
+@torch.no_grad()
+def path_sweep(bundle: Bundle, num_points: int = 201, labels=None) -> dict[str, torch.Tensor]:
+    """:func:`timestep_sweep` along :func:`sampling_path_times`, with ``"progress"``: 0 at the noise end, 1 at the
+    data end, so a DDPM-time and a flow model can be drawn on one axis."""
+    sweep = timestep_sweep(bundle, sampling_path_times(bundle, num_points), labels)
+    return sweep | {"progress": torch.linspace(0, 1, num_points, dtype=torch.float64)}

@@ -97,6 +97,19 @@ def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _data_end(bundle: Bundle) -> float:
+    return 0.0 if bundle.time.kind == "ddpm" else 1.0 - bundle.time.first_time
+
+
+@torch.no_grad()
+def mean_c_movement(bundle: Bundle) -> float:
+    """‖c̄(data end) − c̄(t₀)‖ / ‖c̄(t₀)‖ of the class-mean c: how far c travels along the sampling path."""
+    y = class_embeddings(bundle).double().mean(0)  # (d,)
+    t = timestep_embeddings(bundle, [bundle.time.first_time, _data_end(bundle)]).double()  # (2, d)
+    start, end = y + t[0], y + t[1]
+    return ((end - start).norm() / start.norm()).item()
+
+
 @torch.no_grad()
 def tail_overlap(bundle: Bundle, share: float) -> float:
     """Overlap |A ∩ B| / |A| of the tail sets (the ``share`` smallest |c̄ᵢ| of the class-mean c) at t₀ and at the
@@ -104,9 +117,8 @@ def tail_overlap(bundle: Bundle, share: float) -> float:
     recomputed at the last step."""
     y = class_embeddings(bundle).double()  # (n, d)
     k = round(share * bundle.hidden_size)
-    data_end = 0.0 if bundle.time.kind == "ddpm" else 1.0 - bundle.time.first_time
     sets = []
-    for time in (bundle.time.first_time, data_end):
+    for time in (bundle.time.first_time, _data_end(bundle)):
         mean_c = (y + timestep_embeddings(bundle, time)[0].double()).mean(0)  # (d,)
         sets.append(set(mean_c.abs().argsort()[:k].tolist()))
     return len(sets[0] & sets[1]) / k

@@ -106,3 +106,12 @@ def test_repa_projectors_are_dropped_with_a_note(tmp_path, capsys):
     assert isinstance(bundle.scheduler, FlowODE) and bundle.scheduler.noise_time == 1.0
     images = sampling.sample(bundle, [1], num_steps=2, progress=False)
     assert images.shape == (1, 4, 8, 8) and torch.isfinite(images).all()
+
+
+def test_first_sampling_timestep_of_a_flow_bundle_is_its_noise_end(sit):
+    from bottleneck_utils.embeddings import first_sampling_timestep, sampling_path_times
+
+    sit.scheduler = FlowODE(noise_time=0.0, method="heun")
+    sit.scheduler.set_timesteps(7)
+    assert first_sampling_timestep(sit, 50) == 0.0 and len(sit.scheduler.grid) == 8  # the bundle's grid is kept
+    assert sampling_path_times(sit, 3).tolist() == [0.0, 0.5, 1.0]
