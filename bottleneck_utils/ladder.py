@@ -46,7 +46,7 @@ BASE = {
     },
     "classes": 10,
     "cell": 12,  # digits at 12×12 on a 24×24 canvas; patch 3 → 4×4 tokens per digit, 64 tokens
-    "steps": 4000,
+    "steps": 16000,  # 4000 steps gave 14% per-digit agreement on c10, 16000 steps 84% (at CFG 4)
     "batch_size": 128,
     "lr": 1e-3,
     "ema_decay": 0.999,
@@ -67,9 +67,9 @@ def rung(classes: int = 10, width: int = 64, **changes) -> dict:
 RUNGS = {
     "ladder/c10": rung(10),
     "ladder/c100": rung(100),
-    "ladder/c1000": rung(1000, steps=8000),
+    "ladder/c1000": rung(1000),
     "ladder/flow-c10": rung(10, objective="flow-sit"),
-    "ladder/flow-c1000": rung(1000, objective="flow-sit", steps=8000),
+    "ladder/flow-c1000": rung(1000, objective="flow-sit"),
     "ladder/lr1e-4": rung(10, lr=1e-4),
     "ladder/T50": rung(10, train_timesteps=50),
     "ladder/T100": rung(10, train_timesteps=100),
