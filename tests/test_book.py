@@ -36,7 +36,7 @@ def glued(notebook) -> dict:
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
                 text = output["data"]["application/papermill.record/text/plain"]
-                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"" else text
+                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"[{" else text
     return values
 
 
