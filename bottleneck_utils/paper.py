@@ -137,6 +137,10 @@ BARS = {
     "head_energy": 0.5,
     # Reading of Fig. 13 "keeps the clusters": a probe on the head keeps 90% of the full vector's accuracy.
     "probe_kept": 0.9,
+    # Reading of Fig. 13 "collapses": a probe on the tail keeps less than half of the full vector's margin over chance.
+    "probe_lost": 0.5,
+    # Fig. 11 transfers its absolute τ only to a model whose c has the paper's scale: max |c̄ᵢ| ≥ DiT-XL/2's.
+    "scale_max_c": MAGNITUDES["DiT-XL/2 max |c_i|"],
     # Fig. 12: nPR falls from about 90% to below 6%.
     "training_npr_end": TRAINING_NPR["end_below"],
     # Table 2: "destroyed" is at least the FID ratio of the paper's own broken tail row (96.41% removed).
