@@ -145,6 +145,9 @@ BARS = {
     "training_npr_end": TRAINING_NPR["end_below"],
     # Table 2: "destroyed" is at least the FID ratio of the paper's own broken tail row (96.41% removed).
     "destroyed_ratio": TABLE2[5]["FID"] / TABLE2[0]["FID"],
+    # The Ising organism's own quality bar (not the paper's): Spearman(T, sample energy) and binned |ΔE| per spin.
+    "organism_spearman": 0.9,
+    "organism_dE": 0.15,
     # Reading of "negligible": a saving below 1% of a whole forward pass.
     "negligible_forward_share": 0.01,
 }

@@ -121,10 +121,10 @@ def precondition_row(condition: str, *, paper: str, ours: str, value, op: str, b
     met = holds(value, op, bar)
     return {"claim": f"precondition: {condition}", "paper": paper, "ours": ours, "test": _test_text(value, op, bar),
             "verdict": PRECONDITION_WORDS[0] if met else PRECONDITION_WORDS[1], "kind": "precondition",
-            "value": _plain(value), "op": op, "bar": _plain(bar), "requires": None, "negligible": None}
+            "value": _plain(value), "op": op, "bar": _plain(bar), "requires": [], "negligible": None}
 
 
-def claim_row(claim: str, *, paper: str, ours: str, value, op: str, bar, requires: dict | None = None,
+def claim_row(claim: str, *, paper: str, ours: str, value, op: str, bar, requires: dict | list | None = None,
               negligible: tuple | None = None) -> dict:
     """A claim's verdict row, its verdict given by :func:`verdict` from the numbers it carries.
 
@@ -132,16 +132,18 @@ def claim_row(claim: str, *, paper: str, ours: str, value, op: str, bar, require
         claim: the paper's claim, in words.
         paper, ours: what the page shows in the paper's and our column.
         value, op, bar: the test, ``value op bar``; a None value (not measured) makes the claim not testable.
-        requires: the :func:`precondition_row` the claim depends on, or None for a claim about any model.
+        requires: the :func:`precondition_row` (or a list of them) the claim depends on; None for a claim about any
+            model.
         negligible: ``(value, op, bar)``: the effect is negligible where this holds.
     """
-    met = (requires is None or requires["verdict"] == PRECONDITION_WORDS[0]) and value is not None
+    requires = [] if requires is None else [requires] if isinstance(requires, dict) else list(requires)
+    met = all(row["verdict"] == PRECONDITION_WORDS[0] for row in requires) and value is not None
     small = negligible is not None and holds(*negligible)
     test = _test_text(value, op, bar) + (f"; negligible if {_test_text(*negligible)}" if negligible else "")
     return {"claim": claim, "paper": paper, "ours": ours, "test": test,
             "verdict": verdict(holds(value, op, bar), precondition=met, negligible=small), "kind": "claim",
             "value": _plain(value), "op": op, "bar": _plain(bar),
-            "requires": None if requires is None else requires["claim"],
+            "requires": [row["claim"] for row in requires],
             "negligible": None if negligible is None else [_plain(negligible[0]), negligible[1], _plain(negligible[2])]}
 
 
@@ -153,11 +155,11 @@ def rule_violations(rows: list[dict]) -> list[str]:
         if row["kind"] == "precondition":
             expected = PRECONDITION_WORDS[0] if holds(value, op, bar) else PRECONDITION_WORDS[1]
             preconditions[row["claim"]] = expected == PRECONDITION_WORDS[0]
-        elif row["requires"] is not None and row["requires"] not in preconditions:
-            problems.append(f"{row['claim']!r} requires a precondition row above it: {row['requires']!r}")
+        elif any(name not in preconditions for name in row["requires"]):
+            problems.append(f"{row['claim']!r} requires precondition rows above it: {row['requires']!r}")
             continue
         else:
-            met = preconditions.get(row["requires"], True) and value is not None
+            met = all(preconditions[name] for name in row["requires"]) and value is not None
             small = row["negligible"] is not None and holds(*row["negligible"])
             expected = verdict(holds(value, op, bar), precondition=met, negligible=small)
         if row["verdict"] != expected:
