@@ -80,6 +80,9 @@ TABLE2 = [
      "removed_pct": 0.69, "FID": 523.7637, "IS": 1.95, "CLIP": 22.690},
 ]
 
+# The share of c that Table 2's headline row (tail τ = 0.01 on REPA-XL) removes: the share other models are matched by.
+HEADLINE_SHARE = TABLE2[1]["removed_pct"] / 100
+
 # Tables 3/6: other models at tail τ=0.01 (FID / IS / CLIP / Precision / Recall; None where not printed).
 # REPA's row gives precision/recall only (its FID/IS/CLIP are Table 2's).
 TABLE3 = {
