@@ -222,15 +222,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> dict[str, str]:
+    """The machine that executed a chapter: CPU model, torch's thread count, and the CUDA device (or none)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:  # not Linux
+        pass
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "torch threads": str(torch.get_num_threads()), "cuda device": cuda}
+
+
 def provenance(bundle, parameters: dict) -> dict:
-    """Displays and returns what produced this notebook: parameters, versions, model sha256, git commit."""
+    """Displays and returns what produced this notebook: parameters, versions, model sha256, code commit, hardware.
+
+    Each field is shown once: the model by its resolved name, then every other parameter.
+    """
     from IPython.display import Markdown, display
 
     record = {"parameters": parameters, "model": bundle.name, "model_sha256": bundle.sha256,
-              "git_commit": git_commit(), "packages": package_versions()}
+              "git_commit": git_commit(), "hardware": hardware(), "packages": package_versions()}
     rows = [f"| model | `{bundle.name}` |", f"| model sha256 | `{bundle.sha256}` |",
-            f"| git commit | `{record['git_commit']}` |",
-            *(f"| {key} | `{value!r}` |" for key, value in parameters.items())]
+            f"| code commit that produced these outputs | `{record['git_commit']}` |",
+            *(f"| {key} | `{value}` |" for key, value in record["hardware"].items()),
+            *(f"| {key} | `{value!r}` |" for key, value in parameters.items() if key != "model")]
     display(Markdown("| provenance | |\n|---|---|\n" + "\n".join(rows)), metadata={PROVENANCE_KEY: record})
     return record
 
