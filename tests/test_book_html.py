@@ -34,6 +34,7 @@ class PageSummary(HTMLParser):
         self.images, self.text, self.table_headers, self._in_th = [], [], [], False
         self.order = []  # ("img", src) and ("table", first header) in document order
         self.rendered_math = 0  # elements MathJax created (MathJax 2: class MathJax or MathJax_Display)
+        self._in_title = False  # the <title> keeps its TeX source: browsers show it as plain text
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -45,11 +46,15 @@ class PageSummary(HTMLParser):
         if tag == "span" and {"MathJax", "MathJax_CHTML", "MathJax_SVG"} & set((attrs.get("class") or "").split()):
             self.rendered_math += 1
         self._in_th = tag == "th"
+        self._in_title = tag == "title" or self._in_title
 
     def handle_endtag(self, tag):
         self._in_th = False if tag == "th" else self._in_th
+        self._in_title = False if tag == "title" else self._in_title
 
     def handle_data(self, data):
+        if self._in_title:
+            return
         self.text.append(data)
         if self._in_th:
             self.table_headers.append(data.strip())

@@ -8,13 +8,19 @@ points ``mathjax_path`` there (relative to ``_static``) and selects the STIX-Web
 from __future__ import annotations
 
 import shutil
-from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 
 def mathjax_dir() -> Path:
-    """The folder holding ``MathJax.js`` in the installed ``jupyter_server_mathjax`` package."""
-    folder = Path(str(files("jupyter_server_mathjax") / "static"))
+    """The folder holding ``MathJax.js`` in the installed ``jupyter_server_mathjax`` package.
+
+    The package is located, not imported: importing it needs jupyter_server, which the book does not install.
+    """
+    spec = find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("jupyter_server_mathjax is not installed: pip install --no-deps -r requirements-nodeps.txt")
+    folder = Path(spec.submodule_search_locations[0]) / "static"
     if not (folder / "MathJax.js").is_file():
         raise FileNotFoundError(f"{folder} has no MathJax.js: pip install --no-deps -r requirements-nodeps.txt")
     return folder
