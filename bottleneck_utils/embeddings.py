@@ -110,6 +110,16 @@ def first_sampling_timestep(bundle: Bundle, num_steps: int | None = None, schedu
     return float(fresh.timesteps[0])
 
 
+def sampling_timesteps(bundle: Bundle, num_steps: int) -> torch.Tensor:
+    """The ``num_steps`` times at which the sampler evaluates the model, t₀ first: the scheduler's timesteps after
+    ``set_timesteps(num_steps)`` (on a fresh copy), or :func:`sampling_path_times` for a model without one."""
+    if bundle.scheduler is None:
+        return sampling_path_times(bundle, num_steps)
+    fresh = type(bundle.scheduler).from_config(bundle.scheduler.config)
+    fresh.set_timesteps(num_steps)
+    return fresh.timesteps.double()
+
+
 def all_conditions(bundle: Bundle) -> torch.Tensor:
     """What ``labels=None`` means: every real class, or a grid over a continuous condition's trained range."""
     if bundle.condition is not None:

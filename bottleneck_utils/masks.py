@@ -130,21 +130,71 @@ def check_mask(bundle: Bundle, mask: Mask) -> None:
     mask.table(bundle.num_classes)  # raises on a wrong number of per-sample rows
 
 
-def reference_magnitudes(bundle: Bundle, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> torch.Tensor:
-    """|c| at t₀ from which masks are built: ``(1, D)`` (global) or ``(num_classes + 1, D)`` (per sample).
+def reference_magnitudes(bundle: Bundle, num_steps: int, granularity: str = DEFAULT_GRANULARITY,
+                         timestep: float | None = None) -> torch.Tensor:
+    """|c| from which masks are built: ``(1, D)`` (global) or ``(num_classes + 1, D)`` (per sample).
 
-    Global: |mean over the real classes of c at t₀|. Per sample: |c at t₀| of every label, the null label last.
+    Global: |mean over the real classes of c|. Per sample: |c| of every label, the null label last. The timestep
+    is t₀ (the first of ``num_steps`` sampling steps) unless ``timestep`` names another.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if granularity == "per-sample" and bundle.condition is not None:
         raise ValueError(f"{bundle.name} has a continuous condition, not label rows: use granularity='global'")
-    t0 = first_sampling_timestep(bundle, num_steps)
+    t = first_sampling_timestep(bundle, num_steps) if timestep is None else timestep
     if granularity == "global":
-        c = conditional_vectors(bundle, timesteps=t0)  # (num_classes, D)
+        c = conditional_vectors(bundle, timesteps=t)  # (num_classes, D)
         return c.mean(0, keepdim=True).abs().cpu()  # (1, D)
     labels = torch.arange(bundle.num_classes + 1)
-    return conditional_vectors(bundle, labels, timesteps=t0, include_null=True).abs().cpu()  # (num_classes + 1, D)
+    return conditional_vectors(bundle, labels, timesteps=t, include_null=True).abs().cpu()  # (num_classes + 1, D)
+
+
+def _real_rows(magnitudes: torch.Tensor, granularity: str) -> torch.Tensor:
+    return magnitudes if granularity == "global" else magnitudes[:-1]  # the null row is not a class
+
+
+def removed_energy_share(bundle: Bundle, mask: Mask, *, num_steps: int) -> float:
+    """The share of ‖c‖² at t₀ (summed over the real rows) that ``mask`` removes: a second measure of its size."""
+    check_mask(bundle, mask)
+    squares = _real_rows(reference_magnitudes(bundle, num_steps, mask.granularity), mask.granularity).double() ** 2
+    removed = _real_rows(mask.removed, mask.granularity).expand_as(squares)
+    return (squares * removed).sum().item() / squares.sum().item()
+
+
+def threshold_for_energy_share(bundle: Bundle, share: float, *, num_steps: int,
+                               granularity: str = DEFAULT_GRANULARITY) -> float:
+    """The τ at which :func:`tail_mask` removes ``share`` of ‖c‖² at t₀ (pooled over the real rows).
+
+    The paper matches nothing by energy; this is the alternative to :func:`threshold_for_fraction` for a model
+    whose tail holds more of c than REPA's: it removes as little of the vector, not as many of its coordinates.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must lie strictly between 0 and 1, got {share!r}")
+    real = _real_rows(reference_magnitudes(bundle, num_steps, granularity), granularity)
+    ordered = real.flatten().sort().values.double()  # (rows · D,)
+    cumulative = (ordered**2).cumsum(0) / (ordered**2).sum()  # share held by the coordinates up to each one
+    below = min(max(int((cumulative <= share).sum()), 1), len(ordered) - 1)
+    return ((ordered[below - 1] + ordered[below]) / 2).item()
+
+
+def tail_overlap_over_steps(bundle: Bundle, mask: Mask, timesteps) -> torch.Tensor:
+    """For each timestep, the share of ``mask``'s removed set that a mask recomputed there would also remove.
+
+    The recomputed mask removes, in each row, as many of the smallest |cᵢ| at that timestep as ``mask`` removes;
+    1.0 everywhere means a mask fixed at t₀ and one recomputed at every step are the same.
+
+    Returns:
+        ``(len(timesteps),)``, averaged over the rows that remove at least one coordinate.
+    """
+    counts = mask.removed.sum(-1)  # (rows,)
+    overlaps = []
+    for t in timesteps:
+        magnitudes = reference_magnitudes(bundle, 1, mask.granularity, timestep=float(t))  # (rows, D)
+        ranks = magnitudes.argsort(dim=-1, stable=True).argsort(dim=-1)  # (rows, D): 0 = smallest
+        recomputed = ranks < counts[:, None]
+        shared = (recomputed & mask.removed).sum(-1).double()
+        overlaps.append((shared[counts > 0] / counts[counts > 0]).mean())
+    return torch.stack(overlaps)
 
 
 def _check_tau(tau: float) -> None:
@@ -185,8 +235,7 @@ def threshold_for_fraction(bundle: Bundle, fraction: float, *, num_steps: int,
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
-    magnitudes = reference_magnitudes(bundle, num_steps, granularity)
-    real = magnitudes if granularity == "global" else magnitudes[:-1]  # the null row is not a class
+    real = _real_rows(reference_magnitudes(bundle, num_steps, granularity), granularity)
     ordered = real.flatten().sort().values.double()  # (rows · D,)
     below = min(max(round(fraction * len(ordered)), 1), len(ordered) - 1)
     return ((ordered[below - 1] + ordered[below]) / 2).item()

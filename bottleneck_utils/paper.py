@@ -5,6 +5,8 @@ These are reference data, never results: every number of ours in the book is com
 
 from __future__ import annotations
 
+import math
+
 # Table 1: c = y + t at t₀. ImageNet-1K (DiT … REPA), DeepFashion (X-MDPT), VGGSound (MDSGen).
 TABLE1 = {
     "DiT": {"D": 1152, "PR": 120.69, "nPR": 0.1047, "cosine": 0.9001},
@@ -78,6 +80,9 @@ TABLE2 = [
      "removed_pct": 0.69, "FID": 523.7637, "IS": 1.95, "CLIP": 22.690},
 ]
 
+# The share of c that Table 2's headline row (tail τ = 0.01 on REPA-XL) removes: the share other models are matched by.
+HEADLINE_SHARE = TABLE2[1]["removed_pct"] / 100
+
 # Tables 3/6: other models at tail τ=0.01 (FID / IS / CLIP / Precision / Recall; None where not printed).
 # REPA's row gives precision/recall only (its FID/IS/CLIP are Table 2's).
 TABLE3 = {
@@ -100,3 +105,55 @@ TABLE3 = {
         "last": {"precision": 0.8045, "recall": 0.6381},
     },
 }
+
+# ---------------------------------------------------------------------------------------------------
+#   The bars of the book's verdicts (report.VERDICT_RULE). Each is either a number the paper prints, derived
+#   from one above, or, marked "reading", the project's reading of a word the paper leaves without a number.
+# ---------------------------------------------------------------------------------------------------
+_IMAGENET = [v for v in TABLE1.values() if v["D"] == 1152]
+_ADALN_TABLE4 = [v for name, v in TABLE4.items() if name != "UViT (concat)"]
+_CONTINUOUS = [v for name, v in TABLE5.items() if name.startswith(("X-MDPT", "MDSGen"))]
+
+BARS = {
+    # Regime (preconditions): the paper's ImageNet models span these ranges at t₀ (Table 1).
+    "aligned_cosine": min(v["cosine"] for v in _IMAGENET),  # DiT-XL/2, the least aligned model it studies
+    "sparse_npr": max(v["nPR"] for v in _IMAGENET),  # DiT-XL/2, the least sparse model it studies
+    "dense_npr": max(v["nPR_y"] for v in _ADALN_TABLE4),  # y alone on DiT: the densest vector it reports
+    # Table 4: y alone is moderately aligned, and t adds at least the smallest gap it prints (DiT).
+    "y_cosine_range": (min(v["cosine_y"] for v in _ADALN_TABLE4), max(v["cosine_y"] for v in _ADALN_TABLE4)),
+    "t_gap": min(v["cosine_yt"] - v["cosine_y"] for v in _ADALN_TABLE4),
+    # §4: "the similarity stays > 0.99 across nearly all timesteps"; reading: "nearly all" is 90% of them.
+    "schedule_cosine": 0.99,
+    "nearly_all": 0.9,  # reading
+    # Table 5 (continuous conditions: X-MDPT, MDSGen, and SD3 2B, the lowest of its text models).
+    "continuous_cosine": min(min(v["cosine_yt"] for v in _CONTINUOUS), TABLE5["SD3 2B"]["cosine_yt"]),
+    "continuous_npr_range": (min(v["nPR_yt"] for v in _CONTINUOUS), max(v["nPR_yt"] for v in _CONTINUOUS)),
+    "continuous_y_cosine": min(min(v["cosine_y"] for v in _CONTINUOUS), TABLE5["SD3 2B"]["cosine_y"]),
+    # Fig. 11: "> 80% of the mean vector's coordinates lie below τ = 0.01".
+    "tail_tau": 0.01,
+    "tail_share_below_tau": 0.80,
+    # §3: the head is "≈1–2% of 1152" dims; Fig. 9: "15–20 head dims" carry the variance, mean 2e-4 to 1.9e-3.
+    "head_share": 0.02,
+    "variance_dims": 20 / 1152,
+    "mean_variance_range": (2e-4, 1.9e-3),
+    # Reading of "the head holds the magnitude": the head share of dims holds at least half of ‖c̄‖².
+    "head_energy": 0.5,
+    # Reading of Fig. 13 "keeps the clusters": a probe on the head keeps 90% of the full vector's accuracy.
+    "probe_kept": 0.9,
+    # Reading of Fig. 13 "collapses": a probe on the tail keeps less than half of the full vector's margin over chance.
+    "probe_lost": 0.5,
+    # Fig. 11 transfers its absolute τ only to a model whose c has the paper's scale: max |c̄ᵢ| ≥ DiT-XL/2's.
+    "scale_max_c": MAGNITUDES["DiT-XL/2 max |c_i|"],
+    # Fig. 12: nPR falls from about 90% to below 6%.
+    "training_npr_end": TRAINING_NPR["end_below"],
+    # Table 2: "destroyed" is at least the FID ratio of the paper's own broken tail row (96.41% removed).
+    "destroyed_ratio": TABLE2[5]["FID"] / TABLE2[0]["FID"],
+    # The Ising organism's own quality bar (not the paper's): Spearman(T, sample energy) and binned |ΔE| per spin.
+    "organism_spearman": 0.9,
+    "organism_dE": 0.15,
+    # Reading of "negligible": a saving below 1% of a whole forward pass.
+    "negligible_forward_share": 0.01,
+}
+
+# The normalised participation ratio of a vector of independent Gaussian coordinates: E|x|² / E x² = 2/π.
+GAUSSIAN_NPR = 2 / math.pi

@@ -9,6 +9,7 @@ without it.
 
 from __future__ import annotations
 
+import operator
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -62,11 +63,130 @@ def summary_table(values: dict):
                          for column, part in (("c = y + t", "c"), ("y", "y"))})
 
 
-def verdict(passed: bool, testable: bool = True) -> str:
-    """The verdict column of every chapter's last table."""
-    if not testable:
+VERDICTS = ("reproduced", "reproduced but negligible", "not reproduced", "not testable here")
+PRECONDITION_WORDS = ("met", "unmet")
+VERDICT_RULE = (
+    "A claim is judged only where its precondition row (is this model in the regime the claim is about?) is met, "
+    "and is otherwise 'not testable here'; where it is met, the claim is 'reproduced' when its test (our number "
+    "against the paper's bar from paper.py, both shown) holds, 'reproduced but negligible' when it holds but the "
+    "effect is below the stated negligible bar, and 'not reproduced' when it fails.")
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+        "in": lambda value, bar: bar[0] <= value <= bar[1]}
+_SIGNS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "in": "in"}
+
+
+def verdict(passed: bool, *, precondition: bool = True, negligible: bool = False) -> str:
+    """The one verdict rule (:data:`VERDICT_RULE`): one of the four :data:`VERDICTS`.
+
+    Args:
+        passed: the claim's test holds on this model.
+        precondition: the model is in the regime the claim is about; False gives "not testable here".
+        negligible: the effect, though real, is below the claim's negligible bar (only read when ``passed``).
+    """
+    if not precondition:
         return "not testable here"
-    return "reproduced" if passed else "not reproduced"
+    if not passed:
+        return "not reproduced"
+    return "reproduced but negligible" if negligible else "reproduced"
+
+
+def holds(value, op: str, bar) -> bool:
+    """``value op bar`` (``op`` one of ``<, <=, >, >=, in``; ``in`` takes a (low, high) bar); False for None."""
+    return value is not None and bool(_OPS[op](value, bar))
+
+
+def _test_text(value, op: str, bar) -> str:
+    def number(x):
+        return f"{x:.4g}"
+
+    shown = f"[{number(bar[0])}, {number(bar[1])}]" if op == "in" else number(bar)
+    return "—" if value is None else f"{number(value)} {_SIGNS[op]} {shown}: {'yes' if holds(value, op, bar) else 'no'}"
+
+
+def _plain(x):
+    """A glue-safe value: Python floats, lists for tuples (so the glued repr is a literal)."""
+    if isinstance(x, (tuple, list)):
+        return [_plain(item) for item in x]
+    return None if x is None else float(x)
+
+
+def precondition_row(condition: str, *, paper: str, ours: str, value, op: str, bar) -> dict:
+    """A precondition row: is this model in the regime the following claims are about? Verdict "met"/"unmet".
+
+    Args:
+        condition: what the regime is, in words.
+        paper, ours: what the page shows in the paper's and our column.
+        value, op, bar: the test, ``value op bar`` (see :func:`holds`).
+    """
+    met = holds(value, op, bar)
+    return {"claim": f"precondition: {condition}", "paper": paper, "ours": ours, "test": _test_text(value, op, bar),
+            "verdict": PRECONDITION_WORDS[0] if met else PRECONDITION_WORDS[1], "kind": "precondition",
+            "value": _plain(value), "op": op, "bar": _plain(bar), "requires": [], "negligible": None}
+
+
+def claim_row(claim: str, *, paper: str, ours: str, value, op: str, bar, requires: dict | list | None = None,
+              negligible: tuple | None = None) -> dict:
+    """A claim's verdict row, its verdict given by :func:`verdict` from the numbers it carries.
+
+    Args:
+        claim: the paper's claim, in words.
+        paper, ours: what the page shows in the paper's and our column.
+        value, op, bar: the test, ``value op bar``; a None value (not measured) makes the claim not testable.
+        requires: the :func:`precondition_row` (or a list of them) the claim depends on; None for a claim about any
+            model.
+        negligible: ``(value, op, bar)``: the effect is negligible where this holds.
+    """
+    requires = [] if requires is None else [requires] if isinstance(requires, dict) else list(requires)
+    met = all(row["verdict"] == PRECONDITION_WORDS[0] for row in requires) and value is not None
+    small = negligible is not None and holds(*negligible)
+    test = _test_text(value, op, bar) + (f"; negligible if {_test_text(*negligible)}" if negligible else "")
+    return {"claim": claim, "paper": paper, "ours": ours, "test": test,
+            "verdict": verdict(holds(value, op, bar), precondition=met, negligible=small), "kind": "claim",
+            "value": _plain(value), "op": op, "bar": _plain(bar),
+            "requires": [row["claim"] for row in requires],
+            "negligible": None if negligible is None else [_plain(negligible[0]), negligible[1], _plain(negligible[2])]}
+
+
+def rule_violations(rows: list[dict]) -> list[str]:
+    """Each row whose verdict does not follow :data:`VERDICT_RULE` from the numbers it carries (empty: all do)."""
+    problems, preconditions = [], {}
+    for row in rows:
+        value, op, bar = row["value"], row["op"], row["bar"]
+        if row["kind"] == "precondition":
+            expected = PRECONDITION_WORDS[0] if holds(value, op, bar) else PRECONDITION_WORDS[1]
+            preconditions[row["claim"]] = expected == PRECONDITION_WORDS[0]
+        elif any(name not in preconditions for name in row["requires"]):
+            problems.append(f"{row['claim']!r} requires precondition rows above it: {row['requires']!r}")
+            continue
+        else:
+            met = all(preconditions[name] for name in row["requires"]) and value is not None
+            small = row["negligible"] is not None and holds(*row["negligible"])
+            expected = verdict(holds(value, op, bar), precondition=met, negligible=small)
+        if row["verdict"] != expected:
+            problems.append(f"{row['claim']!r}: verdict {row['verdict']!r}, the rule gives {expected!r}")
+    return problems
+
+
+def verdict_table(rows: list[dict], caption: str):
+    """Glues the verdict table (``verdict_table``, shown at the chapter's top) and its rows (``verdicts``).
+
+    Raises:
+        ValueError: a row breaks the rule (a programming error in the chapter).
+    """
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    problems = rule_violations(rows)
+    if problems:
+        raise ValueError("verdicts that do not follow the rule: " + "; ".join(problems))
+    import pandas as pd
+
+    table = pd.DataFrame(rows)[["claim", "paper", "ours", "test", "verdict"]]
+    styler = table.style.hide(axis="index").set_caption(caption)
+    glue("verdict_table", styler, display=False)
+    glue("verdicts", rows, display=False)
+    glue("verdict_rule", Markdown(f"**The rule.** {VERDICT_RULE}"), display=False)
+    return styler
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -102,15 +222,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> dict[str, str]:
+    """The machine that executed a chapter: CPU model, torch's thread count, and the CUDA device (or none)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:  # not Linux
+        pass
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "torch threads": str(torch.get_num_threads()), "cuda device": cuda}
+
+
 def provenance(bundle, parameters: dict) -> dict:
-    """Displays and returns what produced this notebook: parameters, versions, model sha256, git commit."""
+    """Displays and returns what produced this notebook: parameters, versions, model sha256, code commit, hardware.
+
+    Each field is shown once: the model by its resolved name, then every other parameter.
+    """
     from IPython.display import Markdown, display
 
     record = {"parameters": parameters, "model": bundle.name, "model_sha256": bundle.sha256,
-              "git_commit": git_commit(), "packages": package_versions()}
+              "git_commit": git_commit(), "hardware": hardware(), "packages": package_versions()}
     rows = [f"| model | `{bundle.name}` |", f"| model sha256 | `{bundle.sha256}` |",
-            f"| git commit | `{record['git_commit']}` |",
-            *(f"| {key} | `{value!r}` |" for key, value in parameters.items())]
+            f"| code commit that produced these outputs | `{record['git_commit']}` |",
+            *(f"| {key} | `{value}` |" for key, value in record["hardware"].items()),
+            *(f"| {key} | `{value!r}` |" for key, value in parameters.items() if key != "model")]
     display(Markdown("| provenance | |\n|---|---|\n" + "\n".join(rows)), metadata={PROVENANCE_KEY: record})
     return record
 
@@ -147,3 +286,9 @@ def chapter_provenance(names: list[str]) -> dict[str, dict]:
     if missing:
         raise ValueError(f"executed notebooks without provenance metadata: {missing}; re-execute them (make execute)")
     return records
+
+
+def parameter_count(bundle) -> int | None:
+    """The number of weights of the bundle's denoiser (None for an embedder-only checkpoint)."""
+    network = getattr(bundle, "transformer", None)
+    return None if network is None else sum(p.numel() for p in network.parameters())

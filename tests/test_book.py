@@ -36,7 +36,7 @@ def glued(notebook) -> dict:
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
                 text = output["data"]["application/papermill.record/text/plain"]
-                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"" else text
+                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"[{" else text
     return values
 
 
@@ -124,7 +124,32 @@ def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
         record = executed.metadata[report.PROVENANCE_KEY]
         assert record["model"] == parameters["model"] and len(record["model_sha256"]) == 64
         assert record["parameters"]["model"] == parameters["model"] and "torch" in record["packages"]
+        assert set(record["hardware"]) == {"cpu", "torch threads", "cuda device"}
+        check_verdict_table(name, values)
     assert not list(tmp_path.glob("*.partial.ipynb"))
+
+
+# A number each chapter glues on its own, and the verdict row that must test exactly that number.
+VERDICT_SOURCES = {
+    "similarity": ("precondition: c is aligned", "cos_c"),
+    "head_tail": ("precondition: c is sparse", "npr_c"),
+    "training_dynamics": ("the nPR of c ends in the sparse regime", "end_npr"),
+    "continuous": ("precondition: the organism follows T: rank correlation", "spearman"),
+    "pruning": ("a sparse c makes the model faster", "headline_ratio"),
+}
+
+
+def check_verdict_table(name: str, values: dict) -> None:
+    """The chapter's glued verdict rows: known words, at least one precondition first, and each verdict the one
+    the rule gives from the row's own numbers; one row per chapter tests a number the chapter glues elsewhere."""
+    rows = values["verdicts"]
+    assert any(row["kind"] == "precondition" for row in rows)
+    assert {row["verdict"] for row in rows} <= set(report.VERDICTS) | set(report.PRECONDITION_WORDS)
+    assert report.rule_violations(rows) == []
+    assert len({row["claim"] for row in rows}) == len(rows)  # each claim once
+    prefix, key = VERDICT_SOURCES[name]
+    row = next(row for row in rows if row["claim"].startswith(prefix))
+    assert row["value"] == values[key]  # the same float, glued twice
 
 
 def test_declared_parameters_are_the_parameters_cell():
@@ -162,9 +187,51 @@ def test_execute_command_gives_each_chapter_its_model_and_declared_parameters(mo
                      ("continuous", {"model": "ising-dit", "device": "cpu", "n_samples": 30})]
 
 
-def test_verdict_words():
-    assert [report.verdict(True), report.verdict(False), report.verdict(True, testable=False)] == \
-        ["reproduced", "not reproduced", "not testable here"]
+def test_verdict_words_follow_the_rule():
+    assert [report.verdict(True), report.verdict(False), report.verdict(True, negligible=True),
+            report.verdict(False, negligible=True), report.verdict(True, precondition=False)] == \
+        ["reproduced", "not reproduced", "reproduced but negligible", "not reproduced", "not testable here"]
+    assert set(report.VERDICTS) == {"reproduced", "reproduced but negligible", "not reproduced", "not testable here"}
+
+
+def rule_rows():
+    regime = report.precondition_row("aligned", paper="p", ours="o", value=0.95, op=">=", bar=0.9)
+    outside = report.precondition_row("sparse", paper="p", ours="o", value=0.5, op="<=", bar=0.1)
+    return [regime, outside,
+            report.claim_row("in range", paper="p", ours="o", value=0.3, op="in", bar=(0.2, 0.4), requires=regime),
+            report.claim_row("fails", paper="p", ours="o", value=0.3, op=">", bar=0.4, requires=regime),
+            report.claim_row("out of regime", paper="p", ours="o", value=0.3, op=">", bar=0.2,
+                             requires=[regime, outside]),
+            report.claim_row("small", paper="p", ours="o", value=0.6, op="<", bar=1.0, negligible=(0.001, "<", 0.01)),
+            report.claim_row("not measured", paper="p", ours="o", value=None, op=">", bar=0.0)]
+
+
+def test_rows_carry_their_verdicts_and_a_broken_row_is_caught():
+    rows = rule_rows()
+    assert [row["verdict"] for row in rows] == ["met", "unmet", "reproduced", "not reproduced", "not testable here",
+                                                "reproduced but negligible", "not testable here"]
+    assert report.rule_violations(rows) == []
+    tampered = [dict(row) for row in rows]
+    tampered[3]["value"] = 0.5  # the number changed, the verdict did not
+    assert report.rule_violations(tampered) == ["'fails': verdict 'not reproduced', the rule gives 'reproduced'"]
+    orphan = rows[2:3]  # a claim without its precondition row above it
+    assert "requires precondition rows above it" in report.rule_violations(orphan)[0]
+    assert rows[2]["test"] == "0.3 in [0.2, 0.4]: yes"
+
+
+def test_verdict_table_refuses_a_row_that_breaks_the_rule():
+    rows = rule_rows()
+    rows[5] = dict(rows[5], verdict="reproduced")  # negligible effect reported as plain "reproduced"
+    with pytest.raises(ValueError, match="verdicts that do not follow the rule"):
+        report.verdict_table(rows, "caption")
+
+
+def test_every_bar_is_a_number_or_a_range():
+    from bottleneck_utils import paper
+
+    for name, bar in paper.BARS.items():
+        assert isinstance(bar, float) or (isinstance(bar, tuple) and bar[0] < bar[1]), name
+    assert paper.BARS["aligned_cosine"] == paper.TABLE1["DiT"]["cosine"]  # the least aligned model of Table 1
 
 
 def test_summary_table_is_the_summarys_detail_keys():

@@ -32,19 +32,34 @@ class PageSummary(HTMLParser):
     def __init__(self):
         super().__init__()
         self.images, self.text, self.table_headers, self._in_th = [], [], [], False
+        self.order = []  # ("img", src) and ("table", first header) in document order
+        self.rendered_math = 0  # elements MathJax created (MathJax 2: class MathJax or MathJax_Display)
+        self._in_title = False  # the <title> keeps its TeX source: browsers show it as plain text
 
     def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
         if tag == "img":
-            self.images.append(dict(attrs).get("src", ""))
+            self.images.append(attrs.get("src", ""))
+            self.order.append(("img", attrs.get("src", "")))
+        if tag == "table":
+            self.order.append(("table", None))
+        if tag == "span" and {"MathJax", "MathJax_CHTML", "MathJax_SVG"} & set((attrs.get("class") or "").split()):
+            self.rendered_math += 1
         self._in_th = tag == "th"
+        self._in_title = tag == "title" or self._in_title
 
     def handle_endtag(self, tag):
         self._in_th = False if tag == "th" else self._in_th
+        self._in_title = False if tag == "title" else self._in_title
 
     def handle_data(self, data):
+        if self._in_title:
+            return
         self.text.append(data)
         if self._in_th:
             self.table_headers.append(data.strip())
+            if self.order and self.order[-1] == ("table", None):
+                self.order[-1] = ("table", data.strip())
 
 
 def chromium(*arguments, tmp_path):
@@ -56,7 +71,8 @@ def chromium(*arguments, tmp_path):
 def test_chapter_renders_in_a_browser(name, tmp_path):
     page = HTML / "book" / f"{name}.html"
     summary = PageSummary()
-    summary.feed(chromium("--dump-dom", page.as_uri(), tmp_path=tmp_path))
+    # the virtual-time budget lets MathJax (served from _static, no network) typeset before the DOM is dumped
+    summary.feed(chromium("--virtual-time-budget=20000", "--dump-dom", page.as_uri(), tmp_path=tmp_path))
     text = " ".join(summary.text)
     assert "Figure size" not in text  # a figure that rendered as its text repr instead of an image
     assert "{glue" not in text and "glue:text" not in text  # a glue key that was not replaced
@@ -64,6 +80,12 @@ def test_chapter_renders_in_a_browser(name, tmp_path):
         figures = [src for src in summary.images if src and "logo" not in src]
         assert figures and all(src.strip() for src in figures)
         assert "Verdict" in text and "verdict" in summary.table_headers
+        # the verdict table comes first: before any figure and before any other table
+        first_table = next(index for index, item in enumerate(summary.order) if item[0] == "table")
+        assert all(kind != "img" or "logo" in src for kind, src in summary.order[:first_table])
+        table_starts = [header for kind, header in summary.order if kind == "table"]
+        assert table_starts[0] == "claim"
+        assert summary.rendered_math > 0 and "\\(" not in text  # equations typeset, none left raw
     shots = report.ROOT / "_build" / "screenshots"
     shots.mkdir(exist_ok=True)
     chromium(f"--screenshot={shots / f'{name}.png'}", "--window-size=1280,2400", page.as_uri(), tmp_path=tmp_path)

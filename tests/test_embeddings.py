@@ -77,3 +77,13 @@ def test_timestep_sweep_matches_direct_statistics(bundle):
     assert torch.allclose(sweep["cosine"], stats.mean_offdiag_cosine(c), atol=1e-6)
     assert torch.allclose(sweep["npr"], stats.mean_npr(c), atol=1e-6)
     assert sweep["timestep"].tolist() == timesteps
+
+
+def test_sampling_timesteps_start_at_t0_and_fall():
+    from bottleneck_utils.embeddings import first_sampling_timestep, sampling_timesteps
+    from bottleneck_utils.models import load
+
+    bundle = load("mnist-dit")
+    steps = sampling_timesteps(bundle, 10)
+    assert len(steps) == 10 and steps[0].item() == first_sampling_timestep(bundle, 10)
+    assert (steps.diff() < 0).all()

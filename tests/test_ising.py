@@ -68,6 +68,22 @@ def test_binned_comparison_measures_a_known_offset():
     assert (low, high) == ising.bootstrap_mean_abs_error(sample_t, sample_e, real_t, real_e, EDGES, num_resamples=200)
 
 
+def test_paired_difference_sees_a_small_shift_that_overlapping_intervals_hide():
+    real_t, real_e = synthetic(seed=1)
+    sample_t, sample_e = synthetic(shift=0.1, seed=2)
+    shifted = sample_e + 0.01  # the same samples, every energy 0.01 further from the real data
+    low, high = ising.bootstrap_paired_difference(sample_t, sample_e, shifted, real_t, real_e, EDGES,
+                                                  num_resamples=200)
+    # pairing cancels the sampling noise: the difference is 0.01 in every resample (bins keep their sign), up to
+    # float rounding of means of ~100 values
+    assert low == pytest.approx(0.01, abs=1e-9) and high == pytest.approx(0.01, abs=1e-9)
+    unpaired = [ising.bootstrap_mean_abs_error(sample_t, e, real_t, real_e, EDGES, num_resamples=200)
+                for e in (sample_e, shifted)]
+    assert unpaired[1][0] < unpaired[0][1]  # the unpaired intervals overlap: they cannot see the shift
+    with pytest.raises(ValueError, match="one shape"):
+        ising.bootstrap_paired_difference(sample_t, sample_e, shifted[:-1], real_t, real_e, EDGES)
+
+
 def test_binned_comparison_refuses_empty_bins_and_stray_temperatures():
     real_t, real_e = synthetic()
     with pytest.raises(ValueError, match="empty bins"):

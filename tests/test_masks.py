@@ -271,3 +271,34 @@ def test_mask_boundaries(bundle, granularity):
     assert masks.tail_mask(bundle, smallest, **build).removed[:real_rows].sum().item() == 1
     largest = masks.threshold_for_fraction(bundle, 1 - 1e-9, **build)  # and one just below 1 keeps one
     assert masks.tail_mask(bundle, largest, **build).removed[:real_rows].sum().item() == real_rows * bundle.hidden_size - 1
+
+
+@pytest.mark.parametrize("granularity", ["global", "per-sample"])
+def test_threshold_for_energy_share_removes_that_share_of_the_squared_norm(bundle, granularity):
+    for share in (0.01, 0.2):
+        tau = masks.threshold_for_energy_share(bundle, share, num_steps=STEPS, granularity=granularity)
+        mask = masks.tail_mask(bundle, tau, num_steps=STEPS, granularity=granularity)
+        removed = masks.removed_energy_share(bundle, mask, num_steps=STEPS)
+        # τ sits between two magnitudes, so the share is met to within the square of one coordinate of a row
+        largest_step = masks.reference_magnitudes(bundle, STEPS, granularity).max().item() ** 2
+        total = (masks.reference_magnitudes(bundle, STEPS, granularity).double() ** 2).sum().item()
+        assert removed <= share and share - removed <= largest_step / total
+    with pytest.raises(ValueError, match="strictly between"):
+        masks.threshold_for_energy_share(bundle, 0.0, num_steps=STEPS)
+
+
+def test_energy_share_of_no_mask_and_of_every_coordinate(bundle):
+    magnitudes = masks.reference_magnitudes(bundle, STEPS, "global")
+    everything = masks.Mask(torch.ones_like(magnitudes, dtype=torch.bool), "all")
+    nothing = masks.Mask(torch.zeros_like(magnitudes, dtype=torch.bool), "none")
+    assert masks.removed_energy_share(bundle, everything, num_steps=STEPS) == pytest.approx(1.0, rel=1e-12)  # a ratio of equal float64 sums
+    assert masks.removed_energy_share(bundle, nothing, num_steps=STEPS) == 0.0
+
+
+def test_tail_overlap_is_one_at_t0_and_lower_where_the_tail_moves(bundle):
+    t0 = first_sampling_timestep(bundle, STEPS)
+    tau = masks.threshold_for_fraction(bundle, 0.4, num_steps=STEPS, granularity="per-sample")
+    mask = masks.tail_mask(bundle, tau, num_steps=STEPS, granularity="per-sample")
+    overlap = masks.tail_overlap_over_steps(bundle, mask, [t0, 0.0])
+    assert overlap[0].item() == 1.0  # recomputed at t₀ itself: the same set (no ties in float |c|)
+    assert 0.0 <= overlap[1].item() < 1.0  # at the data end t differs, and so does the tail of a random-init c

@@ -9,7 +9,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_ONLY = {"IPython", "nbformat"}  # imported inside the functions that notebooks and tools/book.py call
+NOTEBOOK_ONLY = {"IPython", "nbformat", "myst_nb"}  # imported inside the functions that notebooks and tools/book.py call
 
 
 def imported_modules() -> set[str]:
