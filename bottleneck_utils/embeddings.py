@@ -115,7 +115,7 @@ def sampling_timesteps(bundle: Bundle, num_steps: int) -> torch.Tensor:
     ``set_timesteps(num_steps)`` (on a fresh copy), or :func:`sampling_path_times` for a model without one."""
     if bundle.scheduler is None:
         return sampling_path_times(bundle, num_steps)
-    fresh = type(bundle.scheduler).from_config(bundle.scheduler.config)
+    fresh = copy.deepcopy(bundle.scheduler)  # a diffusers scheduler or a flow.FlowODE; the bundle's stays as it is
     fresh.set_timesteps(num_steps)
     return fresh.timesteps.double()
 

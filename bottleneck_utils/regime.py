@@ -204,30 +204,45 @@ HARM_TOLERANCE = 0.02  # a setting is harmless when its paired 95% interval excl
 DESTROYED_BELOW = 0.5  # generation is destroyed when per-digit agreement falls below half the unpruned one
 
 
-def pruning_claims(results: pd.DataFrame) -> list[dict]:
-    """The paper's pruning claims judged on one rung's :func:`composite_pruning` table, on the numbers alone.
+def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
+    """The two precondition rows of the pruning claims on a rung (see :func:`in_regime`), under the book's rule."""
+    from bottleneck_utils import report
+
+    return [report.precondition_row("c is sparse: nPR(c) at most the paper's largest (DiT-XL/2)",
+                                    paper=f"≤ {bands['npr_c'][1]:.2%}", ours=f"{row['npr_c']:.2%}",
+                                    value=float(row["npr_c"]), op="<=", bar=bands["npr_c"][1]),
+            report.precondition_row("y alone is aligned: cos(y) at least the paper's smallest (REPA)",
+                                    paper=f"≥ {bands['cos_y'][0]:.4f}", ours=f"{row['cos_y']:.4f}",
+                                    value=float(row["cos_y"]), op=">=", bar=bands["cos_y"][0])]
+
+
+def pruning_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
+    """The paper's pruning claims as verdict rows (:func:`report.claim_row`) on one rung's :func:`composite_pruning`.
 
     Harmless: the 95% paired interval of the change in per-digit agreement lies above −``HARM_TOLERANCE``.
     Destroyed: per-digit agreement below ``DESTROYED_BELOW`` × the unpruned one. The tail beats its random
-    control when the two paired intervals do not overlap and the tail's is higher.
+    control when its paired interval lies wholly above the control's.
     """
+    from bottleneck_utils import report
+
     unpruned, head = results.loc["unpruned", "per_digit"], results.loc["head"]
     tail, control = results.loc["tail-every"], results.loc["random-tail"]
 
-    def harmless(key: str, claim: str, printed: str) -> dict:
+    def harmless(key: str, schedule: str) -> dict:
         row = results.loc[key]
-        ours = f"{row['Δ per_digit']:+.3f} [{row['CI low']:+.3f}, {row['CI high']:+.3f}]"
-        return {"claim": claim, "paper": printed, **_judged(row["CI low"] > -HARM_TOLERANCE, ours)}
+        return report.claim_row(
+            f"{row['setting']}: harmless", paper=_paper_fid("tail", 0.01, schedule), requires=requires,
+            ours=f"Δ per-digit {row['Δ per_digit']:+.3f} [{row['CI low']:+.3f}, {row['CI high']:+.3f}]",
+            value=float(row["CI low"]), op=">", bar=-HARM_TOLERANCE)
 
     return [
-        harmless("tail-every", f"{tail['setting']}: harmless", _paper_fid("tail", 0.01, "every")),
-        harmless("tail-first", f"{results.loc['tail-first', 'setting']}: harmless", _paper_fid("tail", 0.01, "first")),
-        harmless("tail-last", f"{results.loc['tail-last', 'setting']}: harmless", _paper_fid("tail", 0.01, "last")),
-        {"claim": "the tail matters less than a random set of its size", "paper": "(implied by §5)",
-         **_judged(tail["CI low"] > control["CI high"],
-                   f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}")},
-        {"claim": f"{head['setting']}: destroys generation", "paper": _paper_fid("head", 1.0, "every"),
-         **_judged(head["per_digit"] < DESTROYED_BELOW * unpruned, f"{unpruned:.3f} → {head['per_digit']:.3f}")},
+        harmless("tail-every", "every"), harmless("tail-first", "first"), harmless("tail-last", "last"),
+        report.claim_row("the tail matters less than a random set of its size", paper="(implied by §5)",
+                         ours=f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}",
+                         value=float(tail["CI low"] - control["CI high"]), op=">", bar=0.0, requires=requires),
+        report.claim_row(f"{head['setting']}: destroys generation", paper=_paper_fid("head", 1.0, "every"),
+                         ours=f"per-digit {unpruned:.3f} → {head['per_digit']:.3f}",
+                         value=float(head["per_digit"] / unpruned), op="<", bar=DESTROYED_BELOW, requires=requires),
     ]
 
 
@@ -236,7 +251,3 @@ def _paper_fid(mask: str, tau: float, schedule: str) -> str:
     rows = {(r["mask"], r["tau"], r["schedule"]): r for r in paper.TABLE2}
     row = rows[(mask, tau, schedule)]
     return f"FID {rows[(None, None, None)]['FID']} → {row['FID']} ({row['removed']} of {paper.TABLE1['REPA']['D']} dims)"
-
-
-def _judged(passed: bool, ours: str) -> dict:
-    return {"ours (Δ per-digit agreement)": ours, "on the numbers": "reproduced" if passed else "not reproduced"}

@@ -10,7 +10,7 @@ import papermill
 import pytest
 import torch
 
-from bottleneck_utils import compute, report, stats
+from bottleneck_utils import compute, ladder, regime, report, stats
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
 from bottleneck_utils.models import embedded_dir, load
 from tools import book
@@ -24,6 +24,7 @@ SMOKE = {
                 "schedules": ["every"], "k": 1, "noise_seeds": [1], "n_boot": 5},
     "continuous": {"model": "ising-dit", "num_steps": 2, "n_grid": 8, "n_samples": 18, "n_bins": 3, "n_bootstrap": 5,
                    "tail_fractions": [0.4], "last_k": 1, "head_ks": [1]},
+    "regime": {"num_samples": 20, "num_steps": 2, "last_k": 1},
     "reproducibility": {},
 }
 
@@ -82,9 +83,17 @@ def expected_continuous() -> dict:
     return {key: values[key] for key in ("t0", "hidden", "cos_c", "cos_c_min", "cos_y", "npr_c", "npr_y", "t_share")}
 
 
+def expected_regime() -> dict:
+    table = regime.rung_table(regime.shipped_rungs())
+    closest = table[table.index.isin(ladder.WEIGHTS_SHIPPED)].apply(
+        lambda row: regime.regime_distance(row, regime.paper_bands()), axis=1).idxmin()
+    return {"n_rungs": len(table), "closest_npr_c": float(table.loc[closest, "npr_c"]),
+            "closest_distance": regime.regime_distance(table.loc[closest], regime.paper_bands())}
+
+
 EXPECTED = {"similarity": expected_similarity, "head_tail": expected_head_tail,
             "training_dynamics": expected_training_dynamics, "pruning": expected_pruning,
-            "continuous": expected_continuous, "reproducibility": dict}
+            "continuous": expected_continuous, "regime": expected_regime, "reproducibility": dict}
 
 
 def test_every_chapter_has_smoke_parameters_and_expected_numbers():
@@ -92,7 +101,7 @@ def test_every_chapter_has_smoke_parameters_and_expected_numbers():
 
 
 def test_chapters_follow_the_table_of_contents():
-    assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous",
+    assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous", "regime",
                              "reproducibility"]
 
 
@@ -112,7 +121,8 @@ def test_stale_and_missing_notebooks_are_reported(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", book.CHAPTERS)
 def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
-    parameters = {"model": "mnist-dit", **SMOKE[name]}
+    declared = book.declared_parameters(jupytext.read(book.SOURCES / f"{name}.md"))
+    parameters = ({"model": "mnist-dit"} if "model" in declared else {}) | SMOKE[name]
     executed = nbformat.read(book.execute(name, parameters, tmp_path), as_version=4)
     errors = [o for cell in executed.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
@@ -122,8 +132,9 @@ def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
     assert {key: values.get(key) for key in expected} == pytest.approx(expected, rel=1e-6)
     if name != "reproducibility":
         record = executed.metadata[report.PROVENANCE_KEY]
-        assert record["model"] == parameters["model"] and len(record["model_sha256"]) == 64
-        assert record["parameters"]["model"] == parameters["model"] and "torch" in record["packages"]
+        assert len(record["model_sha256"]) == 64 and "torch" in record["packages"]
+        if "model" in parameters:
+            assert record["model"] == parameters["model"] == record["parameters"]["model"]
         assert set(record["hardware"]) == {"cpu", "torch threads", "cuda device"}
         check_verdict_table(name, values)
     assert not list(tmp_path.glob("*.partial.ipynb"))
@@ -136,6 +147,7 @@ VERDICT_SOURCES = {
     "training_dynamics": ("the nPR of c ends in the sparse regime", "end_npr"),
     "continuous": ("precondition: the organism follows T: rank correlation", "spearman"),
     "pruning": ("a sparse c makes the model faster", "headline_ratio"),
+    "regime": ("precondition: c is sparse", "closest_npr_c"),
 }
 
 

@@ -52,14 +52,25 @@ def results(**changes):
 
 
 def test_pruning_claims_follow_the_stated_rule():
-    judged = {row["claim"].split(":")[0]: row["on the numbers"] for row in regime.pruning_claims(results())}
-    assert judged["tail-every"] == "reproduced" and judged["head"] == "not reproduced"
-    assert judged["the tail matters less than a random set of its size"] == "not reproduced"  # intervals overlap
+    from bottleneck_utils import report
+
+    def judged(results):
+        rows = regime.pruning_claims(results, requires=[])
+        assert not report.rule_violations(rows)
+        return {row["claim"].split(":")[0]: report.holds(row["value"], row["op"], row["bar"]) for row in rows}
+
+    outcome = judged(results())
+    assert outcome["tail-every"] and not outcome["head"]
+    assert not outcome["the tail matters less than a random set of its size"]  # the intervals overlap
     worse = results(**{"tail-every": {"CI low": -0.05, "Δ per_digit": -0.03}, "head": {"per_digit": 0.3},
                        "random-tail": {"CI high": -0.1, "Δ per_digit": -0.2}})
-    judged = {row["claim"].split(":")[0]: row["on the numbers"] for row in regime.pruning_claims(worse)}
-    assert judged["tail-every"] == "not reproduced" and judged["head"] == "reproduced"
-    assert judged["the tail matters less than a random set of its size"] == "reproduced"
+    outcome = judged(worse)
+    assert not outcome["tail-every"] and outcome["head"]
+    assert outcome["the tail matters less than a random set of its size"]
+    unmet = regime.precondition_rows(pd.Series({"npr_c": 0.5, "cos_y": 0.6}), regime.paper_bands())
+    assert [row["verdict"] for row in unmet] == [report.PRECONDITION_WORDS[1], report.PRECONDITION_WORDS[0]]
+    rows = regime.pruning_claims(worse, requires=unmet)
+    assert {report.verdict(True, precondition=False)} == {row["verdict"] for row in rows}
 
 
 def test_paired_interval_brackets_the_mean():

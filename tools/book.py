@@ -101,7 +101,7 @@ def chapter_parameters(args) -> dict[str, dict]:
     for name in args.only:
         declared = declared_parameters(jupytext.read(SOURCES / f"{name}.md"))
         model = args.continuous_model if name in CONTINUOUS_CHAPTERS else args.model
-        plans[name] = {"model": model, "device": args.device}
+        plans[name] = {"device": args.device} | ({"model": model} if "model" in declared else {})
         if args.samples is not None and "n_samples" in declared:
             plans[name]["n_samples"] = args.samples
     if args.samples is not None and not any("n_samples" in plan for plan in plans.values()):
