@@ -41,6 +41,16 @@ def paper_bands() -> dict[str, tuple[float, float]]:
     return {key: (min(r[column] for r in rows), max(r[column] for r in rows)) for key, column in columns.items()}
 
 
+def describe_recipe(recipe: dict) -> str:
+    """One line naming a rung's recipe: data, geometry, width, depth, optimiser, objective and length."""
+    net = recipe["transformer"]
+    side, patch = net["sample_size"], net["patch_size"]
+    return (f"{recipe['classes']} classes, {recipe['cell']}×{recipe['cell']} digits on a {side}×{side} canvas, patch "
+            f"{patch} ({(side // patch) ** 2} tokens), width {net['num_attention_heads'] * net['attention_head_dim']}, "
+            f"{net['num_layers']} blocks, AdamW at {recipe['lr']:g}, batch {recipe['batch_size']}, "
+            f"{recipe['objective']} over {recipe['train_timesteps']} timesteps, {recipe['steps']:,} steps")
+
+
 def distance_to_band(value: float, band: tuple[float, float]) -> float:
     """0 inside ``band``, else the gap to its nearer edge."""
     low, high = band

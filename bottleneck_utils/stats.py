@@ -213,7 +213,11 @@ def relative_tail_fraction(vectors: torch.Tensor, relative_tau: float = 0.01) ->
     return (magnitude < tau * magnitude.amax(-1, keepdim=True)).double().mean(-1)
 
 
-def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = 0.02, relative_tau: float = 0.01,
+HEAD_SHARE = 0.02  # the head of summary(): the top 2% of coordinates (the paper's head is 1–2% of D)
+RELATIVE_TAU = 0.01  # the tail of summary(): coordinates below 1% of max|cᵢ|
+
+
+def summary(y: torch.Tensor, t: torch.Tensor, head_share: float = HEAD_SHARE, relative_tau: float = RELATIVE_TAU,
             detail: bool = False) -> dict[str, float]:
     """The statistics of c = y + t that every chapter and every training log report, under one key scheme.
 
