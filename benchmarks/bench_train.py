@@ -53,12 +53,7 @@ def training_step(recipe: dict, batch_size: int, autocast: bool = False, compile
         x_t, t, target = train.noisy_batch(recipe, x0, generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = F.mse_loss(forward(x_t, timestep=t, class_labels=y).sample.float(), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - recipe["ema_decay"])
+        train.update(model, ema, optimizer, loss, recipe["ema_decay"])
 
     return step
 

@@ -282,6 +282,17 @@ def _resume(path: Path, recipe: dict, seed: int, steps: int, model, ema, optimiz
     return state["step"], state["rows"], state["loss"]
 
 
+def update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> float:
+    """One optimizer step on ``loss``, then the EMA update ``ema ← ema + (1 − decay)(model − ema)``; returns the loss."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1 - ema_decay)
+    return loss.item()
+
+
 def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device: str = "cpu",
               checkpoint_every: int = 500, progress: bool = True) -> DiTTransformer2DModel:
     """Trains a conditional DiT; resumes from ``out_dir/state.pt`` when it exists; returns the EMA model.
@@ -323,14 +334,7 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
         y[torch.rand(len(y), generator=generator) < recipe["label_dropout"]] = null_label
         x_t, t, target = noisy_batch(recipe, x0, generator)
         prediction = model(x_t.to(device), timestep=t.to(device), class_labels=y.to(device)).sample
-        loss_tensor = F.mse_loss(prediction, target.to(device))
-        optimizer.zero_grad()
-        loss_tensor.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - recipe["ema_decay"])
-        loss = loss_tensor.item()
+        loss = update(model, ema, optimizer, F.mse_loss(prediction, target.to(device)), recipe["ema_decay"])
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss)
