@@ -27,9 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is used from the repo, not installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import alternate  # noqa: E402
+from bench_core import alternate
 
-from bottleneck_utils import composite, ladder, train  # noqa: E402
+from bottleneck_utils import composite, ladder, train
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
