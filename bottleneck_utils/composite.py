@@ -30,6 +30,9 @@ def label_digits(num_classes: int) -> int:
 def class_of_digits(digits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The class id of each row of cell digits (n, 4): the first ``label_digits`` read as a base-10 number."""
     k = label_digits(num_classes)
+    digits = torch.as_tensor(digits)
+    if digits.ndim != 2 or digits.shape[1] != CELLS or digits.is_floating_point() or ((digits < 0) | (digits > 9)).any():
+        raise ValueError(f"digits must be an integer (n, {CELLS}) tensor of 0..9, one row per canvas")
     powers = 10 ** torch.arange(k - 1, -1, -1)  # (k,): most significant first
     return (digits[:, :k] * powers).sum(-1)  # (n,)
 
@@ -37,7 +40,10 @@ def class_of_digits(digits: torch.Tensor, num_classes: int) -> torch.Tensor:
 def digits_of_class(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The labelled digits (n, k) of each class id (n,), most significant first."""
     k = label_digits(num_classes)
-    classes = torch.as_tensor(classes, dtype=torch.long)
+    raw = torch.as_tensor(classes)
+    if raw.is_floating_point() and not torch.equal(raw, raw.round()):
+        raise ValueError(f"class ids must be whole numbers in 0..{num_classes - 1}, got fractions")
+    classes = raw.long().flatten()
     if ((classes < 0) | (classes >= num_classes)).any():
         raise ValueError(f"class ids must be in 0..{num_classes - 1}")
     powers = 10 ** torch.arange(k - 1, -1, -1)
@@ -46,6 +52,8 @@ def digits_of_class(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def tile(cells: torch.Tensor) -> torch.Tensor:
     """(n, 4, 1, s, s) cells in reading order → (n, 1, 2s, 2s) canvases."""
+    if cells.ndim != 5 or cells.shape[1:3] != (CELLS, 1) or cells.shape[3] != cells.shape[4]:
+        raise ValueError(f"cells must be (n, {CELLS}, 1, s, s), got {tuple(cells.shape)}")
     n, size = cells.shape[0], cells.shape[-1]
     rows = cells.reshape(n, GRID, GRID, 1, size, size)  # (n, row, col, 1, s, s)
     return rows.permute(0, 3, 1, 4, 2, 5).reshape(n, 1, GRID * size, GRID * size)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import tiny_bundle
 
-from bottleneck_utils import compute, embeddings, masks, metrics, models, report, sampling, stats, train
+from bottleneck_utils import composite, compute, embeddings, masks, metrics, models, report, sampling, stats, train
 from bottleneck_utils import features as extractors
 from bottleneck_utils.conditions import ConditionRange, install_condition_embedders
 from bottleneck_utils.models import block_embedders, tie_embedder_copies
@@ -590,3 +590,23 @@ def test_notebook_parameter_check(values, error, match):
 def test_compute_refuses_a_mask_of_another_width():
     with pytest.raises(ValueError, match=r"removed must be a \(8,\) bool tensor"):
         compute.compact_projection(torch.nn.Linear(8, 48), torch.zeros(8))
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                          composite digits
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: composite.label_digits(7), "10, 100 or 1000 classes"),
+    (lambda: composite.class_of_digits(torch.tensor([[1, 2, 3]]), 100), "integer \\(n, 4\\) tensor of 0..9"),
+    (lambda: composite.class_of_digits(torch.tensor([[1, 2, 3, 10]]), 100), "integer \\(n, 4\\) tensor of 0..9"),
+    (lambda: composite.class_of_digits(torch.tensor([[1.0, 2, 3, 4]]), 100), "integer \\(n, 4\\) tensor of 0..9"),
+    (lambda: composite.digits_of_class(torch.tensor([2.5]), 10), "whole numbers"),
+    (lambda: composite.digits_of_class(torch.tensor([100]), 100), "class ids must be in 0..99"),
+    (lambda: composite.tile(torch.zeros(2, 3, 1, 12, 12)), "cells must be \\(n, 4, 1, s, s\\)"),
+    (lambda: composite.cells_of(torch.zeros(1, 1, 24, 23)), "composite canvases are \\(n, 1, 2s, 2s\\)"),
+])
+def test_composite_digits_refuse_bad_shapes_and_ids(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
