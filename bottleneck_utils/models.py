@@ -316,6 +316,10 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
     transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
     if condition is not None:  # the label table of every block is replaced by the continuous embedder
         install_condition_embedders(block_embedders(transformer), condition)
+    if recipe.get("code_width"):  # a bottleneck-trained DiT: its adaLN reads a k-dim code (bottleneck.narrow)
+        from bottleneck_utils.bottleneck import narrow
+
+        narrow(transformer, torch.zeros(recipe["code_width"], transformer.inner_dim))  # P is then loaded
     transformer.load_state_dict(load_file(folder / "model.safetensors"))
     if time.kind == "flow":
         scheduler = flow_sampler(time)

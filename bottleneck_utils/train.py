@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from bottleneck_utils import classifier, data, stats
+from bottleneck_utils import bottleneck, classifier, data, stats
 from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
@@ -311,7 +311,8 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
     condition = ConditionRange(**recipe["condition"]) if recipe.get("condition") else None
     time = time_convention(recipe)
     device = resolve_device(device)
-    model = build_transformer(recipe["transformer"], seed, condition).to(device).train()
+    model = bottleneck.prepare(build_transformer(recipe["transformer"], seed, condition), recipe, time)
+    model = model.to(device).train()
     ema = copy.deepcopy(model).eval()  # deepcopy keeps the embedder shared inside the copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
     generator = torch.Generator().manual_seed(seed)
@@ -333,8 +334,10 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
         x0, y = source.draw(generator, recipe["batch_size"])  # (B, C, H, W), (B,)
         y[torch.rand(len(y), generator=generator) < recipe["label_dropout"]] = null_label
         x_t, t, target = noisy_batch(recipe, x0, generator)
-        prediction = model(x_t.to(device), timestep=t.to(device), class_labels=y.to(device)).sample
-        loss = update(model, ema, optimizer, F.mse_loss(prediction, target.to(device)), recipe["ema_decay"])
+        t, y = t.to(device), y.to(device)
+        prediction = model(x_t.to(device), timestep=t, class_labels=y).sample
+        objective = F.mse_loss(prediction, target.to(device)) + bottleneck.l1_penalty(model, recipe, t, y)
+        loss = update(model, ema, optimizer, objective, recipe["ema_decay"])
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss)

@@ -1,0 +1,76 @@
+"""Beyond the paper: organisms with a bottleneck built in at training time (:mod:`bottleneck_utils.bottleneck`).
+
+Every variant starts from the shipped ``mnist-dit`` and trains on for the same number of steps under one
+constraint; ``beyond/full`` trains on unconstrained, so it is the control that separates the constraint from the
+extra training:
+
+    beyond/k2 ... beyond/k32   the adaLN reads a k-dimensional code z = P silu(c) (P trained, started at the
+                               top-k principal directions of silu(c))
+    beyond/l1-1e-2, l1-1e-1    the loss gains λ·mean|c| (the logged loss includes it)
+    beyond/full                no constraint
+
+Warm-starting is this CPU's compromise: a from-scratch mnist-dit costs ~20 CPU minutes, a variant here ~5.
+
+    python -m bottleneck_utils.beyond train [VARIANT ...]    # train, measure and ship, one after another
+    python -m bottleneck_utils.beyond finish [VARIANT ...]   # measure and ship variants whose training has ended
+
+Quality (``quality.json``): :func:`quality.mnist_quality` at :data:`QUALITY_STEPS` DDIM steps. Every variant ships
+its weights (the chapter samples from each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from bottleneck_utils import models, train
+from bottleneck_utils.quality import mnist_quality
+
+CODE_WIDTHS = (2, 4, 8, 16, 32)
+L1_STRENGTHS = (1e-2, 1e-1)
+# ema_decay 0.99: a 0.999 EMA would still hold 0.999^500 ≈ 61% of the warm start after the run
+BASE = train.MNIST_DIT | {"init_from": "mnist-dit", "steps": 500, "ema_decay": 0.99}
+VARIANTS = {
+    **{f"beyond/k{k}": BASE | {"code_width": k} for k in CODE_WIDTHS},
+    **{f"beyond/l1-{strength:.0e}".replace("e-0", "e-"): BASE | {"l1_c": strength} for strength in L1_STRENGTHS},
+    "beyond/full": BASE,
+}
+QUALITY_STEPS = 25
+QUALITY_PER_CLASS = 30
+
+
+def finish(name: str) -> dict:
+    """Measures a finished variant's quality into ``quality.json`` and installs it (weights included)."""
+    out_dir = Path("runs") / name
+    if not (out_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{out_dir} has no saved model: train it first (python -m bottleneck_utils.beyond train {name})")
+    quality = mnist_quality(models.load(str(out_dir)), QUALITY_PER_CLASS, QUALITY_STEPS)
+    train.write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
+    train.install(out_dir, name)
+    return quality
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "finish"])
+    parser.add_argument("variants", nargs="*", help="variants (default: all, in the order above)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
+    _, source = train.organism("mnist-dit")
+    for name in args.variants or list(VARIANTS):
+        recipe, out_dir = VARIANTS[name], Path("runs") / name
+        if args.command == "train":
+            ema = train.train_dit(recipe, source, recipe["steps"], 0, out_dir)
+            train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
+        quality = finish(name)
+        print(f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}; installed")
+
+
+if __name__ == "__main__":
+    main()

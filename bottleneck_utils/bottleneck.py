@@ -1,0 +1,119 @@
+"""A bottleneck built into training: the adaLN sees only a k-dimensional code of c, or c pays an L1 penalty.
+
+The paper names this as future work and does not test it. If the conditioning only needs a few coordinates, a
+model trained to use a k-dimensional code should lose no quality.
+
+Narrowing. Every adaLN projection of a diffusers DiT reads silu(c): each block's ``norm1.linear`` (D → 6D) and the
+final layer's ``proj_out_1`` (D → 2D). Narrowing replaces each ``W silu(c) + b`` by ``(W Pᵀ)(P silu(c)) + b`` with
+ONE projection P (k × D) shared by all of them, so z = P silu(c) (k numbers per sample) is all the network sees of
+the condition. P starts at the top-k right singular vectors of silu(c) over every label × timestep of the model
+being narrowed: the narrowed model starts as the plain one restricted to the k directions that carry most of
+silu(c)'s energy. With k = D and P = I it IS the plain model.
+
+Recipes (:mod:`bottleneck_utils.beyond`) add ``"code_width": k``, ``"l1_c": λ`` (the loss gains λ·mean|c|) and
+``"init_from"`` (a shipped organism to warm-start from) to an organism's recipe; :func:`prepare` applies them.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiTTransformer2DModel
+from safetensors.torch import load_file
+from torch import nn
+
+from bottleneck_utils import integrity
+from bottleneck_utils.embeddings import conditional_vectors
+from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir
+
+PATH_POINTS = 100  # timesteps of the schedule at which silu(c) is collected for the initial P
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                    Narrowing the adaLN input to k dims
+# ---------------------------------------------------------------------------------------------------
+
+
+def _adaln_layers(model: DiTTransformer2DModel) -> list[tuple[nn.Module, str]]:
+    """(owner, attribute) of every linear that reads silu(c): each block's ``norm1.linear``, then ``proj_out_1``."""
+    return [(block.norm1, "linear") for block in model.transformer_blocks] + [(model, "proj_out_1")]
+
+
+def code_width(model: DiTTransformer2DModel) -> int | None:
+    """k of a narrowed model (the width of z = P silu(c)), or None for a plain one."""
+    layer = model.proj_out_1
+    return layer[0].out_features if isinstance(layer, nn.Sequential) else None
+
+
+def narrow(model: DiTTransformer2DModel, basis: torch.Tensor) -> DiTTransformer2DModel:
+    """Makes every adaLN projection read z = P silu(c) through one shared P = ``basis`` (k, D); returns the model.
+
+    Each ``Linear(D, m)`` with weight W becomes ``Sequential(P, Linear(k, m))`` with weight W Pᵀ and the same bias,
+    so the output is unchanged whenever silu(c) lies in the row space of P (always, for k = D and P = I).
+    """
+    if code_width(model) is not None:
+        raise ValueError("this model is already narrowed; narrow a plain DiT")
+    hidden = model.inner_dim
+    if basis.ndim != 2 or basis.shape[1] != hidden or not 1 <= basis.shape[0] <= hidden:
+        raise ValueError(f"basis must be (k, {hidden}) with 1 <= k <= {hidden}, got {tuple(basis.shape)}")
+    projection = nn.Linear(hidden, basis.shape[0], bias=False)  # P, shared: (k, D)
+    projection.weight.data.copy_(basis)
+    for owner, name in _adaln_layers(model):
+        wide = getattr(owner, name)
+        narrow_linear = nn.Linear(basis.shape[0], wide.out_features)  # (m, k)
+        with torch.no_grad():
+            narrow_linear.weight.copy_(wide.weight @ basis.T)
+            narrow_linear.bias.copy_(wide.bias)
+        setattr(owner, name, nn.Sequential(projection, narrow_linear))
+    return model
+
+
+def principal_basis(model: DiTTransformer2DModel, k: int, time: TimeConvention) -> torch.Tensor:
+    """The top-k right singular vectors (k, D) of silu(c) over every label (null included) × :data:`PATH_POINTS`
+    timesteps spread over the schedule; uncentred, so the shared direction of c is kept."""
+    num_classes = model.config.num_embeds_ada_norm
+    bundle = Bundle("narrowing", model.transformer_blocks[0].norm1.emb, num_classes, time,
+                    device=next(model.parameters()).device)
+    timesteps = torch.linspace(0, time.t_max, PATH_POINTS)
+    if time.kind == "ddpm":
+        timesteps = timesteps.round().unique()
+    c = conditional_vectors(bundle, list(range(num_classes + 1)), timesteps.tolist(), include_null=True)
+    vectors = torch.nn.functional.silu(c.reshape(-1, c.shape[-1])).double().cpu()  # (T·(n+1), D)
+    return torch.linalg.svd(vectors, full_matrices=False).Vh[:k].float()  # (k, D)
+
+
+def adaln_macs(hidden: int, depth: int, k: int | None = None) -> int:
+    """Multiply-accumulates per sample of the adaLN projections: depth·D·6D + D·2D plain; D·k + depth·k·6D + k·2D
+    narrowed (P is applied once and shared)."""
+    if k is None:
+        return depth * hidden * 6 * hidden + hidden * 2 * hidden
+    return hidden * k + depth * k * 6 * hidden + k * 2 * hidden
+
+
+# ---------------------------------------------------------------------------------------------------
+#                                    Recipes: warm start, narrowing, L1
+# ---------------------------------------------------------------------------------------------------
+
+
+def warm_start(model: DiTTransformer2DModel, name: str) -> None:
+    """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
+    path = embedded_dir(name) / "model.safetensors"
+    integrity.verified(name, path)
+    model.load_state_dict(load_file(path))
+
+
+def prepare(model: DiTTransformer2DModel, recipe: dict, time: TimeConvention) -> DiTTransformer2DModel:
+    """Applies a recipe's ``init_from`` (warm start) and ``code_width`` (narrowing at the principal basis)."""
+    if recipe.get("init_from"):
+        warm_start(model, recipe["init_from"])
+    if recipe.get("code_width"):
+        narrow(model, principal_basis(model, recipe["code_width"], time))
+    return model
+
+
+def l1_penalty(model: DiTTransformer2DModel, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
+    """λ · mean |c| over the batch and the D coordinates, for a recipe with ``"l1_c": λ``; 0 otherwise."""
+    strength = recipe.get("l1_c", 0.0)
+    if not strength:
+        return 0.0
+    c = model.transformer_blocks[0].norm1.emb(timestep, labels, hidden_dtype=next(model.parameters()).dtype)
+    return strength * c.abs().mean()

@@ -1,0 +1,88 @@
+"""The bottleneck built into training: the k-dim adaLN code, the L1 penalty, and their runs' save/load."""
+
+import pytest
+import torch
+
+from bottleneck_utils import beyond, bottleneck, models, train
+from bottleneck_utils.models import DDPM
+from tests.test_train import TINY, tiny_source
+
+
+def trained_like(seed=0):
+    """A tiny DiT with non-zero adaLN and output weights (the DiT init zeroes them, which would hide any error)."""
+    model = train.build_transformer(TINY["transformer"], seed)
+    torch.manual_seed(seed + 1)
+    for layer in [getattr(owner, name) for owner, name in bottleneck._adaln_layers(model)] + [model.proj_out_2]:
+        torch.nn.init.normal_(layer.weight, std=0.1)
+    return model.eval()
+
+
+def output(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, t, y = torch.randn(4, 1, 8, 8, generator=g), torch.tensor([999, 500, 10, 0]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        return model(x, timestep=t, class_labels=y).sample  # (4, 2, 8, 8): ε and σ channels
+
+
+def test_the_full_width_code_with_the_identity_is_the_plain_model():
+    plain = trained_like()
+    narrowed = bottleneck.narrow(trained_like(), torch.eye(plain.inner_dim))
+    assert bottleneck.code_width(narrowed) == plain.inner_dim and bottleneck.code_width(plain) is None
+    # products with an identity are exact; 1e-6 leaves room for a different matmul kernel on the (B, D) shapes
+    torch.testing.assert_close(output(narrowed), output(plain), rtol=0, atol=1e-6)
+
+
+def test_the_full_width_principal_basis_is_the_plain_model():
+    plain = trained_like()
+    basis = bottleneck.principal_basis(plain, plain.inner_dim, DDPM)  # (D, D) orthonormal
+    torch.testing.assert_close(basis @ basis.T, torch.eye(plain.inner_dim), rtol=0, atol=1e-5)  # float32 SVD
+    narrowed = bottleneck.narrow(trained_like(), basis)
+    # W Pᵀ P = W up to float32 rounding of 16-term sums (~1e-7 relative each), far below 1e-4
+    torch.testing.assert_close(output(narrowed), output(plain), rtol=1e-4, atol=1e-5)
+
+
+def test_a_narrow_code_shares_one_projection_and_changes_the_output():
+    plain, narrowed = trained_like(), bottleneck.narrow(trained_like(), bottleneck.principal_basis(trained_like(), 2, DDPM))
+    layers = [getattr(owner, name) for owner, name in bottleneck._adaln_layers(narrowed)]
+    assert all(layer[0] is layers[0][0] for layer in layers)  # one P
+    assert layers[0][0].weight.shape == (2, 16) and layers[0][1].weight.shape == (6 * 16, 2)
+    assert layers[-1][1].weight.shape == (2 * 16, 2)  # the final layer's shift and scale
+    assert output(plain).abs().mean() > 0.01  # the comparison below sees a real output
+    assert not torch.allclose(output(narrowed), output(plain), atol=1e-3)  # 2 of 16 directions lose information
+
+
+@pytest.mark.parametrize("basis", [torch.eye(3, 4), torch.eye(17, 16), torch.ones(16)])
+def test_a_basis_of_the_wrong_shape_is_refused(basis):
+    with pytest.raises(ValueError, match=r"basis must be \(k, 16\)"):
+        bottleneck.narrow(trained_like(), basis)
+
+
+def test_adaln_macs():
+    assert bottleneck.adaln_macs(16, 2) == 2 * 16 * 96 + 16 * 32
+    assert bottleneck.adaln_macs(16, 2, k=4) == 16 * 4 + 2 * 4 * 96 + 4 * 32
+    assert bottleneck.adaln_macs(16, 2, k=16) > bottleneck.adaln_macs(16, 2)  # full width only adds P
+
+
+def test_l1_penalty_is_lambda_times_mean_abs_c():
+    model, t, y = trained_like(), torch.tensor([999, 3]), torch.tensor([0, 3])
+    c = model.transformer_blocks[0].norm1.emb(t, y, hidden_dtype=torch.float32)
+    assert bottleneck.l1_penalty(model, TINY, t, y) == 0.0
+    torch.testing.assert_close(bottleneck.l1_penalty(model, TINY | {"l1_c": 0.5}, t, y), 0.5 * c.abs().mean())
+
+
+def test_a_narrowed_run_saves_and_loads(tmp_path):
+    recipe = TINY | {"code_width": 3, "l1_c": 0.1}
+    ema = train.train_dit(recipe, tiny_source(), 2, 0, tmp_path, progress=False)
+    train.save_run(tmp_path, ema, recipe, 2, 0)
+    bundle = models.load(str(tmp_path))
+    assert bottleneck.code_width(bundle.transformer) == 3 and output(ema).abs().max() > 0
+    torch.testing.assert_close(output(bundle.transformer), output(ema), rtol=0, atol=0)  # the same weights
+
+
+def test_the_variants_differ_from_the_control_in_one_constraint():
+    control = beyond.VARIANTS["beyond/full"]
+    assert control["init_from"] == "mnist-dit" and "code_width" not in control and "l1_c" not in control
+    for name, recipe in beyond.VARIANTS.items():
+        extra = {key: value for key, value in recipe.items() if key not in control}
+        assert len(extra) == (name != "beyond/full")
+        assert {k: v for k, v in recipe.items() if k in control} == control
