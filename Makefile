@@ -9,7 +9,7 @@ SAMPLES ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book execute html test train train-ladder bench clean
+.PHONY: venv book execute html test train train-ladder train-beyond bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
@@ -40,6 +40,10 @@ train: venv                 ## retrain the shipped organisms (runs/ resumable; -
 
 train-ladder: venv          ## the regime ladder, one rung after another, 1 thread (hours; never in CI)
 	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.ladder train
+
+train-beyond: venv          ## the bottleneck-trained variants and the U-Net, one after another, 1 thread (never in CI)
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.beyond train
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.train mnist-unet --install
 
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py
