@@ -14,9 +14,9 @@ A :class:`Schedule` says at which sampling steps the mask is applied: ``"every"`
 ``"first"`` step only (t₀), or the ``"last"`` k steps (the paper never gives k).
 
 :func:`prune` applies a mask by hooking every conditioning module the model runs (in diffusers' DiT, each
-block's ``norm1.emb``; the final layer calls block 0's again, so it is hooked too). Zeroing coordinate j of c
-this way is exactly the same as zeroing column j of the label table and row j of ``timestep_embedder.linear_2``
-(weight and bias); the weights themselves are never touched.
+block's ``norm1.emb``; the final layer calls block 0's again, so it is hooked too; in a U-Net organism, its one
+:class:`unet.UNetEmbedder`). Zeroing coordinate j of c this way is exactly the same as zeroing column j of the
+label table and row j of ``timestep_embedder.linear_2`` (weight and bias); the weights themselves are never touched.
 
 The paper leaves two choices open (digest: "Unknowns"); both are parameters here, with these defaults:
 
@@ -37,6 +37,7 @@ import torch
 
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
 from bottleneck_utils.models import Bundle, block_embedders
+from bottleneck_utils.unet import ConditionedUNet
 
 GRANULARITIES = ("global", "per-sample")
 SCHEDULES = ("every", "first", "last")
@@ -306,12 +307,15 @@ def as_schedule(schedule: Schedule | str) -> Schedule:
 
 
 def conditioning_modules(bundle: Bundle) -> list[torch.nn.Module]:
-    """Every module whose output is c: each block's ``norm1.emb`` (shared copies counted once), else the embedder.
+    """Every module whose output is c: each block's ``norm1.emb`` (shared copies counted once), a U-Net's
+    embedder (called once per forward, its c read by every resnet), else the bundle's embedder.
 
     The final layer of diffusers' DiT calls ``transformer_blocks[0].norm1.emb`` again, so it is covered.
     """
     if bundle.transformer is None:
         return [bundle.embedder]
+    if isinstance(bundle.transformer, ConditionedUNet):
+        return [bundle.transformer.embedder]
     unique = {}
     for module in block_embedders(bundle.transformer):
         unique.setdefault(id(module), module)

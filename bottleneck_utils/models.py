@@ -3,7 +3,8 @@
 Every loader returns a :class:`Bundle` whose ``embedder`` is a diffusers ``CombinedTimestepLabelEmbeddings``:
 its output is exactly the paper's conditional vector c = y + t, taken before the adaLN MLP. In a
 continuous-condition bundle (``ising-dit``) the label table is replaced by an MLP of the condition, so c = t + e(T)
-(see :mod:`bottleneck_utils.conditions`), and ``bundle.condition`` holds the trained range.
+(see :mod:`bottleneck_utils.conditions`), and ``bundle.condition`` holds the trained range. A U-Net organism's
+embedder is a :class:`unet.UNetEmbedder`, with the same attributes and call signature.
 
 Where c lives:
     * diffusers ``DiTTransformer2DModel``: each block owns a copy, ``transformer_blocks[i].norm1.emb``, and the
@@ -11,6 +12,10 @@ Where c lives:
       block, so the copies must be identical; :func:`check_embedder_copies` asserts it.
     * original DiT/SiT/REPA/MG/LightningDiT/MDT code: ``c = t_embedder(t) + y_embedder(y)``, with keys
       ``t_embedder.mlp.{0,2}.*`` and ``y_embedder.embedding_table.weight`` (row ``num_classes`` = CFG null).
+    * a U-Net organism (recipe ``"family": "unet"``, e.g. ``mnist-unet``): diffusers' ``UNet2DModel`` adds its
+      class table to the timestep embedding, c = time_embedding(time_proj(t)) + class_embedding(y), which every
+      resnet reads; the bundle's embedder is a :class:`unet.UNetEmbedder` over those modules, and its transformer
+      a :class:`unet.ConditionedUNet` that runs the U-Net on that embedder's c (see :mod:`bottleneck_utils.unet`).
 
 The timestep sinusoid (``freq_shift``):
     The original DiT uses frequencies ``exp(-ln(10000) · i / half)``; diffusers' ``Timesteps(...,
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, UNet2DModel
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -39,6 +44,7 @@ from safetensors.torch import load_file
 from bottleneck_utils import integrity
 from bottleneck_utils.conditions import NULL, ConditionRange, install_condition_embedders
 from bottleneck_utils.flow import FlowODE
+from bottleneck_utils.unet import ConditionedUNet
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -98,11 +104,13 @@ class Bundle:
 
     Attributes:
         name: registry name, hub id or path it was loaded from.
-        embedder: the module whose output is c = y + t (block 0's copy for diffusers models).
+        embedder: the module whose output is c = y + t (block 0's copy for diffusers DiTs, the
+            :class:`unet.UNetEmbedder` of a U-Net).
         num_classes: number of real classes; label ``num_classes`` is the CFG null class. 0 for a
             continuous-condition model.
         time: the model's time convention.
-        transformer: the full denoiser, or None for embedder-only bundles.
+        transformer: the full denoiser (a DiT, or a :class:`unet.ConditionedUNet`), or None for embedder-only
+            bundles.
         scheduler: the sampling scheduler (a diffusers scheduler, or a :class:`flow.FlowODE` for flow models), or
             None for embedder-only bundles.
         vae: the latent decoder, or None for pixel-space models.
@@ -121,7 +129,7 @@ class Bundle:
     embedder: torch.nn.Module
     num_classes: int
     time: TimeConvention
-    transformer: DiTTransformer2DModel | None = None
+    transformer: DiTTransformer2DModel | ConditionedUNet | None = None
     scheduler: DDIMScheduler | FlowODE | None = None
     vae: AutoencoderKL | None = None
     class_names: list[str] | None = None
@@ -309,6 +317,8 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
     meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
     recipe = meta.get("recipe", {})
     time = objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
+    if recipe.get("family") == "unet":
+        return _load_unet_organism(name, folder, meta, time, device, dtype, freq_shift, check_sha)
     if not (folder / "model.safetensors").is_file() and (folder / "embedder.safetensors").is_file():
         return _embedder_only(name, folder, meta, time, device, dtype, check_sha)
     actual = _checked_file(name, folder / "model.safetensors", check_sha)
@@ -321,12 +331,27 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
 
         narrow(transformer, torch.zeros(recipe["code_width"], transformer.inner_dim))  # P is then loaded
     transformer.load_state_dict(load_file(folder / "model.safetensors"))
+    return _diffusers_bundle(name, transformer, _organism_scheduler(folder, time), None, meta["class_names"], actual,
+                             device, dtype, freq_shift, condition, time)
+
+
+def _organism_scheduler(folder: Path, time: TimeConvention) -> DDIMScheduler | FlowODE:
+    """A trained organism's sampler: the ODE integrator of a flow objective, else the DDIM scheduler saved beside it."""
     if time.kind == "flow":
-        scheduler = flow_sampler(time)
-    else:
-        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-    return _diffusers_bundle(name, transformer, scheduler, None, meta["class_names"], actual, device, dtype,
-                             freq_shift, condition, time)
+        return flow_sampler(time)
+    return DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+
+
+def _load_unet_organism(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype, freq_shift,
+                        check_sha) -> Bundle:
+    """A trained U-Net organism: ``UNet2DModel`` config and weights, run as a :class:`unet.ConditionedUNet`."""
+    actual = _checked_file(name, folder / "model.safetensors", check_sha)
+    model = ConditionedUNet(UNet2DModel.from_config(json.loads((folder / "config.json").read_text())))
+    model.unet.load_state_dict(load_file(folder / "model.safetensors"))
+    model = _moved(model, device, dtype)
+    set_freq_shift([model.embedder], freq_shift)
+    return Bundle(name, model.embedder, model.num_classes, time, model, _organism_scheduler(folder, time),
+                  class_names=meta["class_names"], sha256=actual, device=device, dtype=dtype)
 
 
 # every shipped organism of the manifest: mnist-dit, mnist-sit, ising-dit and the ladder rungs (ladder/...)

@@ -3,6 +3,7 @@
     python -m bottleneck_utils.train mnist-classifier --install   # the 14×14 MNIST classifier (~1 CPU minute)
     python -m bottleneck_utils.train mnist-dit --install          # the class-conditional DiT (~20 CPU minutes)
     python -m bottleneck_utils.train mnist-sit --install          # the same in SiT's flow convention
+    python -m bottleneck_utils.train mnist-unet --install         # the same on a U-Net (~2× mnist-dit's time)
     python -m bottleneck_utils.train ising-dit --install          # the temperature-conditional DiT (~70 CPU minutes)
 
 A run writes into its own folder (``--out``, default ``runs/NAME``) and saves a resumable ``state.pt`` every 500
@@ -17,6 +18,10 @@ raw and the EMA weights, goes into ``train_log.csv``.
 A recipe with a ``"condition"`` entry trains a continuous-condition model (``ising-dit``): the label table is
 replaced by :class:`bottleneck_utils.conditions.ContinuousConditionEmbedding`, dropped conditions become NaN (the
 learned null vector), and the logged statistics are taken over a grid of the trained range.
+
+A recipe with ``"family": "unet"`` (``mnist-unet``) trains a diffusers ``UNet2DModel`` from its ``"unet"`` config, with
+diffusers' default initialisation, run as a :class:`bottleneck_utils.unet.ConditionedUNet`; the rest of the loop is
+the same.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditio
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
 from bottleneck_utils.models import Bundle, TimeConvention, objective_time, resolve_device
+from bottleneck_utils.unet import MNIST_UNET, ConditionedUNet, build_unet
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Organism recipes
@@ -82,8 +88,8 @@ ISING_DIT = {
 }
 # mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
 MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
-ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT}
-MNIST_ORGANISMS = ("mnist-dit", "mnist-sit")
+ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT, "mnist-unet": MNIST_UNET}
+MNIST_ORGANISMS = ("mnist-dit", "mnist-sit", "mnist-unet")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,6 +149,27 @@ def build_transformer(config: dict, seed: int, condition: ConditionRange | None 
     share_embedder(model)
     initialize_weights(model)
     return model
+
+
+def build_model(recipe: dict, seed: int,
+                condition: ConditionRange | None = None) -> DiTTransformer2DModel | ConditionedUNet:
+    """The recipe's model, freshly initialised: a DiT (:func:`build_transformer`) or, for ``"family": "unet"``, a
+    :class:`unet.ConditionedUNet` (diffusers' default initialisation)."""
+    if recipe.get("family", "dit") != "unet":
+        return build_transformer(recipe["transformer"], seed, condition)
+    if condition is not None:
+        raise ValueError("a U-Net recipe takes class labels only; drop its 'condition' or use a DiT recipe")
+    return build_unet(recipe["unet"], seed)
+
+
+def conditioning_embedder(model: DiTTransformer2DModel | ConditionedUNet) -> nn.Module:
+    """The module whose output is c: a DiT's shared ``transformer_blocks[0].norm1.emb``, a U-Net's ``embedder``."""
+    return model.embedder if isinstance(model, ConditionedUNet) else model.transformer_blocks[0].norm1.emb
+
+
+def class_count(model: DiTTransformer2DModel | ConditionedUNet) -> int:
+    """The number of real classes; label ``class_count(model)`` is the CFG null class."""
+    return model.num_classes if isinstance(model, ConditionedUNet) else model.config.num_embeds_ada_norm
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,12 +250,12 @@ class TensorSource:
         return (ising_symmetries(x0, generator) if self.symmetries else x0), self.labels[batch].clone()
 
 
-def embedding_summary(model: DiTTransformer2DModel, time: TimeConvention, condition: ConditionRange | None) -> dict:
+def embedding_summary(model: DiTTransformer2DModel | ConditionedUNet, time: TimeConvention,
+                      condition: ConditionRange | None) -> dict:
     """:func:`stats.summary` of c = y + t at t₀ over all classes (or the condition grid) of a model in training."""
-    num_classes = 0 if condition is not None else model.config.num_embeds_ada_norm
+    num_classes = 0 if condition is not None else class_count(model)
     device = next(model.parameters()).device
-    bundle = Bundle("training", model.transformer_blocks[0].norm1.emb, num_classes, time, condition=condition,
-                    device=device)
+    bundle = Bundle("training", conditioning_embedder(model), num_classes, time, condition=condition, device=device)
     y = class_embeddings(bundle).double().cpu()  # (n, d)
     t = timestep_embeddings(bundle, time.first_time)[0].double().cpu()  # (d,)
     return stats.summary(y, t)
@@ -294,12 +321,14 @@ def update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> float
 
 
 def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device: str = "cpu",
-              checkpoint_every: int = 500, progress: bool = True) -> DiTTransformer2DModel:
-    """Trains a conditional DiT; resumes from ``out_dir/state.pt`` when it exists; returns the EMA model.
+              checkpoint_every: int = 500, progress: bool = True) -> DiTTransformer2DModel | ConditionedUNet:
+    """Trains a conditional DiT (or a U-Net recipe's model); resumes from ``out_dir/state.pt`` when it exists;
+    returns the EMA model.
 
     Args:
         recipe: the organism's recipe (``objective`` ``"ddpm"`` (default), ``"flow-sit"`` or ``"flow-repa"``;
-            ``train_timesteps`` for DDPM; a ``"condition"`` range for a continuous-condition model).
+            ``train_timesteps`` for DDPM; a ``"condition"`` range for a continuous-condition model; ``"family":
+            "unet"`` with a ``"unet"`` config for a U-Net).
         source: draws ``(x0, labels)`` batches: a :class:`TensorSource` or :class:`composite.CompositeDigits`.
         steps: optimizer steps in all (a resumed run continues up to this many).
         seed: seeds the initialisation and every random draw, so a resumed run equals an uninterrupted one.
@@ -311,12 +340,11 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
     condition = ConditionRange(**recipe["condition"]) if recipe.get("condition") else None
     time = time_convention(recipe)
     device = resolve_device(device)
-    model = bottleneck.prepare(build_transformer(recipe["transformer"], seed, condition), recipe, time)
-    model = model.to(device).train()
+    model = bottleneck.prepare(build_model(recipe, seed, condition), recipe, time).to(device).train()
     ema = copy.deepcopy(model).eval()  # deepcopy keeps the embedder shared inside the copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
     generator = torch.Generator().manual_seed(seed)
-    null_label = NULL if condition is not None else model.config.num_embeds_ada_norm
+    null_label = NULL if condition is not None else class_count(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, start, rows, loss = out_dir / "state.pt", 0, [], float("nan")  # NaN: no loss before step 1
     if state_path.is_file():
@@ -349,14 +377,17 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
 # ---------------------------------------------------------------------------------------------------
 
 
-def save_run(out_dir: Path, model: DiTTransformer2DModel, recipe: dict, steps: int, seed: int) -> None:
-    """Writes the EMA weights (identical per-block embedder copies), the shared embedder alone, config, scheduler
-    (DDPM organisms) and meta into ``out_dir``, each file atomically."""
-    state = {key: value.detach().cpu().clone().contiguous() for key, value in model.state_dict().items()}  # unties
+def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, recipe: dict, steps: int,
+             seed: int) -> None:
+    """Writes the EMA weights (a DiT's with identical per-block embedder copies, a U-Net's under ``UNet2DModel``'s own
+    keys), the conditioning embedder alone, the DiT's or ``UNet2DModel``'s config, the scheduler (DDPM organisms)
+    and meta into ``out_dir``, each file atomically."""
+    network = model.unet if isinstance(model, ConditionedUNet) else model
+    state = {key: value.detach().cpu().clone().contiguous() for key, value in network.state_dict().items()}  # unties
     write_atomically(out_dir / "model.safetensors", lambda temporary: save_file(state, temporary))
-    embedder = {k: v.detach().cpu().contiguous() for k, v in model.transformer_blocks[0].norm1.emb.state_dict().items()}
+    embedder = {k: v.detach().cpu().contiguous() for k, v in conditioning_embedder(model).state_dict().items()}
     write_atomically(out_dir / "embedder.safetensors", lambda temporary: save_file(embedder, temporary))
-    config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
+    config = {key: value for key, value in dict(network.config).items() if not key.startswith("_")}
     write_atomically(out_dir / "config.json", lambda temporary: temporary.write_text(json.dumps(config, indent=2)))
     if recipe.get("objective", "ddpm") == "ddpm":
         schedule = ddpm_schedule(recipe.get("train_timesteps", 1000))

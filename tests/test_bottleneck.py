@@ -86,3 +86,18 @@ def test_the_variants_differ_from_the_control_in_one_constraint():
         extra = {key: value for key, value in recipe.items() if key not in control}
         assert len(extra) == (name != "beyond/full")
         assert {k: v for k, v in recipe.items() if k in control} == control
+
+
+def test_kept_rows_follow_the_noise_floor_rule():
+    import pandas as pd
+
+    from bottleneck_utils import beyond_study, report
+
+    quality = pd.DataFrame({"variant": ["beyond/k2", "beyond/k8", "beyond/l1-1e-1", "beyond/full"],
+                            "code width": [2, 8, None, None], "L1 λ": [0, 0, 0.1, 0],
+                            "ΔFID": [5.0, 0.2, 0.1, 0.0], "ΔFID low": [3.0, -0.5, -0.4, 0.0],
+                            "ΔFID high": [7.0, 0.9, 1.6, 0.0]}).set_index("variant")
+    rows = beyond_study.kept_rows(quality, floor=1.5)
+    assert [row["verdict"] for row in rows] == ["not reproduced", "reproduced", "not reproduced"]
+    assert rows[0]["claim"].startswith("a 2-dim code") and rows[2]["claim"].startswith("L1 λ = 0.1")
+    assert report.rule_violations(rows) == []
