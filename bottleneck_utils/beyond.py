@@ -20,11 +20,8 @@ its weights (the chapter samples from each).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
-
-import torch
 
 from bottleneck_utils import models, train
 from bottleneck_utils.quality import mnist_quality
@@ -54,22 +51,9 @@ def finish(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "finish"])
-    parser.add_argument("variants", nargs="*", help="variants (default: all, in the order above)")
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
-    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
-    _, source = train.organism("mnist-dit")
-    for name in args.variants or list(VARIANTS):
-        recipe, out_dir = VARIANTS[name], Path("runs") / name
-        if args.command == "train":
-            ema = train.train_dit(recipe, source, recipe["steps"], 0, out_dir)
-            train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        quality = finish(name)
-        print(f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}; installed")
+    _, mnist = train.organism("mnist-dit")
+    train.registry_main(argv, __doc__, VARIANTS, lambda recipe: mnist, finish, lambda name, quality: (
+        f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}; installed"))
 
 
 if __name__ == "__main__":

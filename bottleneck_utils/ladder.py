@@ -24,7 +24,6 @@ the class axis, DDPM and flow) ship full weights for the pruning runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -110,22 +109,9 @@ def finish(name: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from bottleneck_utils import train
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "finish"])
-    parser.add_argument("rungs", nargs="*", help="rungs to train (default: all, in the order above)")
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.rungs) - set(RUNGS))
-    if unknown:
-        parser.error(f"unknown rungs {unknown}; choose from {sorted(RUNGS)}")
-    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
-    for name in args.rungs or list(RUNGS):
-        recipe, out_dir = RUNGS[name], Path("runs") / name
-        if args.command == "train":
-            ema = train.train_dit(recipe, source(recipe), recipe["steps"], 0, out_dir)
-            train.save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        quality = finish(name)
-        print(f"{name}: per-digit {quality['per_digit']:.1%}, all digits {quality['all_digits']:.1%} "
-              f"at CFG {quality['best_cfg']:g}; installed")
+    train.registry_main(argv, __doc__, RUNGS, source, finish, lambda name, quality: (
+        f"{name}: per-digit {quality['per_digit']:.1%}, all digits {quality['all_digits']:.1%} "
+        f"at CFG {quality['best_cfg']:g}; installed"))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditio
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
 from bottleneck_utils.models import Bundle, TimeConvention, objective_time, resolve_device
-from bottleneck_utils.unet import MNIST_UNET, ConditionedUNet, build_unet
+from bottleneck_utils.unet import MNIST_UNET_CONFIG, ConditionedUNet, build_unet
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Organism recipes
@@ -88,6 +88,8 @@ ISING_DIT = {
 }
 # mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
 MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
+# mnist-dit's data and budget on a class-conditioned U-Net of about its size (see unet.MNIST_UNET_CONFIG)
+MNIST_UNET = {k: v for k, v in MNIST_DIT.items() if k != "transformer"} | {"family": "unet", "unet": MNIST_UNET_CONFIG}
 ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT, "mnist-unet": MNIST_UNET}
 MNIST_ORGANISMS = ("mnist-dit", "mnist-sit", "mnist-unet")
 
@@ -454,6 +456,29 @@ def organism(name: str) -> tuple[dict, object]:
     images, labels = data.load_mnist("train")
     source = TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
     return ORGANISMS[name], source
+
+
+def registry_main(argv: list[str] | None, description: str, registry: dict, source_of, finish, describe) -> None:
+    """The command line of a registry of recipes (the ladder's rungs, the beyond variants).
+
+    ``train [NAME ...]`` trains each named recipe (default: all, in registry order) into ``runs/NAME``, resuming
+    from its state, saves it and calls ``finish(NAME)`` (measure and ship); ``finish [NAME ...]`` only finishes.
+    ``source_of(recipe)`` gives a recipe's data source; ``describe(NAME, quality)`` the line printed after each.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "finish"])
+    parser.add_argument("names", nargs="*", help="what to train (default: all, in the order above)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(registry))
+    if unknown:
+        parser.error(f"unknown names {unknown}; choose from {sorted(registry)}")
+    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
+    for name in args.names or list(registry):
+        recipe, out_dir = registry[name], Path("runs") / name
+        if args.command == "train":
+            ema = train_dit(recipe, source_of(recipe), recipe["steps"], 0, out_dir)
+            save_run(out_dir, ema, recipe, recipe["steps"], 0)
+        print(describe(name, finish(name)))
 
 
 def positive_int(text: str) -> int:

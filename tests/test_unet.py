@@ -98,8 +98,8 @@ def test_a_saved_unet_run_loads_and_samples(tmp_path):
 
 def test_the_mnist_recipe_is_mnist_dits_budget_on_a_14x14_unet():
     shared = {k: v for k, v in train.MNIST_DIT.items() if k != "transformer"}
-    assert {k: unet.MNIST_UNET[k] for k in shared} == shared
-    model = unet.build_unet(unet.MNIST_UNET["unet"], seed=0).eval()
+    assert {k: train.MNIST_UNET[k] for k in shared} == shared
+    model = unet.build_unet(train.MNIST_UNET["unet"], seed=0).eval()
     x = torch.randn(2, 1, 14, 14)
     with torch.no_grad():
         assert model(x, torch.tensor([999, 0]), torch.tensor([3, 10])).sample.shape == (2, 1, 14, 14)
