@@ -9,9 +9,13 @@ model is sampled from the same noise and labels, so a change against the control
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from bottleneck_utils import beyond, bottleneck, compute, integrity, metrics, regime, report
+from bottleneck_utils.embeddings import first_time_summary
+from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
 from bottleneck_utils.sampling import balanced_labels, sample
 
@@ -59,7 +63,8 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
     for noise_seed in noise_seeds:
         control = _sample_set(bundles[CONTROL], evaluator, labels, num_steps, cfg_scale, noise_seed)
         floor[noise_seed] = metrics.metric_values(control, evaluator.reference)["FID"]
-    return pd.DataFrame(rows).set_index("variant"), pd.Series(floor, name="control FID by noise seed")
+    quality = pd.DataFrame(rows).set_index("variant").astype({"code width": float})  # NaN: no code
+    return quality, pd.Series(floor, name="control FID by noise seed")
 
 
 def variant_statistics(names: list[str]) -> pd.DataFrame:
@@ -88,6 +93,17 @@ def kept_rows(quality: pd.DataFrame, floor: float) -> list[dict]:
             ours=f"ΔFID {row['ΔFID']:+.2f} [{row['ΔFID low']:+.2f}, {row['ΔFID high']:+.2f}]",
             value=float(row["ΔFID high"]), op="<=", bar=float(floor)))
     return rows
+
+
+def organism_statistics(bundles: dict[str, Bundle]) -> pd.DataFrame:
+    """:func:`embeddings.first_time_summary` of each model (the training logs' statistics), with its shipped
+    quality record's ``per_digit`` where it has one."""
+    rows = {}
+    for name, bundle in bundles.items():
+        record = CHECKPOINT_DIR / name / "quality.json"
+        per_digit = json.loads(record.read_text())["per_digit"] if record.is_file() else float("nan")
+        rows[name] = first_time_summary(bundle) | {"per_digit": per_digit}
+    return pd.DataFrame(rows).T
 
 
 # ---------------------------------------------------------------------------------------------------

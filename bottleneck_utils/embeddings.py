@@ -14,6 +14,7 @@ import copy
 
 import torch
 
+from bottleneck_utils import stats
 from bottleneck_utils.conditions import DEFAULT_GRID
 from bottleneck_utils.models import Bundle
 
@@ -223,3 +224,10 @@ def path_sweep(bundle: Bundle, num_points: int = 201, labels=None) -> dict[str, 
     data end, so a DDPM-time and a flow model can be drawn on one axis."""
     sweep = timestep_sweep(bundle, sampling_path_times(bundle, num_points), labels)
     return sweep | {"progress": torch.linspace(0, 1, num_points, dtype=torch.float64)}
+
+
+def first_time_summary(bundle: Bundle) -> dict[str, float]:
+    """:func:`stats.summary` of c = y + t at t₀ over every condition: what the training logs record each step."""
+    y = class_embeddings(bundle).double().cpu()  # (n, d)
+    t = timestep_embeddings(bundle, bundle.time.first_time)[0].double().cpu()  # (d,)
+    return stats.summary(y, t)

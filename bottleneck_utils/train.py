@@ -42,9 +42,9 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from bottleneck_utils import bottleneck, classifier, data, stats
+from bottleneck_utils import bottleneck, classifier, data
 from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
-from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
+from bottleneck_utils.embeddings import first_time_summary
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
 from bottleneck_utils.models import Bundle, TimeConvention, objective_time, resolve_device
 from bottleneck_utils.unet import MNIST_UNET_CONFIG, ConditionedUNet, build_unet
@@ -257,10 +257,8 @@ def embedding_summary(model: DiTTransformer2DModel | ConditionedUNet, time: Time
     """:func:`stats.summary` of c = y + t at t₀ over all classes (or the condition grid) of a model in training."""
     num_classes = 0 if condition is not None else class_count(model)
     device = next(model.parameters()).device
-    bundle = Bundle("training", conditioning_embedder(model), num_classes, time, condition=condition, device=device)
-    y = class_embeddings(bundle).double().cpu()  # (n, d)
-    t = timestep_embeddings(bundle, time.first_time)[0].double().cpu()  # (d,)
-    return stats.summary(y, t)
+    return first_time_summary(Bundle("training", conditioning_embedder(model), num_classes, time, condition=condition,
+                                     device=device))
 
 
 def write_atomically(path: Path, write) -> None:
