@@ -23,11 +23,14 @@ from scipy.stats import spearmanr
 # ---------------------------------------------------------------------------------------------------
 
 
+SPIN_UP = 0.5  # the binarisation threshold: a pixel at or above it is spin up (the midpoint of [0, 1])
+
+
 def binarize(images: torch.Tensor) -> torch.Tensor:
-    """Sampler output (N, 1, H, W) in [0, 1] → spins (N, H, W) in {-1, +1}; a pixel ≥ 0.5 is spin up."""
+    """Sampler output (N, 1, H, W) in [0, 1] → spins (N, H, W) in {-1, +1}; a pixel ≥ ``SPIN_UP`` is spin up."""
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected single-channel images (N, 1, H, W), got shape {tuple(images.shape)}")
-    return torch.where(images[:, 0] >= 0.5, 1, -1).to(torch.int8)  # (N, H, W)
+    return torch.where(images[:, 0] >= SPIN_UP, 1, -1).to(torch.int8)  # (N, H, W)
 
 
 def _as_spins(spins) -> torch.Tensor:

@@ -10,6 +10,10 @@ A :class:`Mask` says which coordinates of c to zero. It is built from c at t₀ 
   model (``bundle.condition`` set, e.g. ``ising-dit``) has no label rows: it takes global masks, built from the
   mean c over its condition grid, and its null condition is NaN.
 
+A mask is fixed at t₀ by default. :func:`recomputed` turns a tail mask into one recomputed at every call of the
+conditioning module: in each row it zeroes as many of the smallest |cᵢ| of the c just produced as the t₀ mask
+removes in that row, so it follows the tail wherever the changing t moves it.
+
 A :class:`Schedule` says at which sampling steps the mask is applied: ``"every"`` step (the paper's tᵢ), the
 ``"first"`` step only (t₀), or the ``"last"`` k steps (the paper never gives k).
 
@@ -30,6 +34,7 @@ The paper leaves two choices open (digest: "Unknowns"); both are parameters here
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -58,16 +63,22 @@ class Mask:
         removed: bool tensor, ``(1, D)`` for a global mask or ``(num_classes + 1, D)`` for a per-sample mask
             (row ``num_classes`` is the CFG null label). True = the coordinate is zeroed.
         name: a short description, e.g. ``"tail τ=0.5"``.
+        recompute: False zeroes ``removed`` itself at every call. True (:func:`recomputed`) zeroes, in each row,
+            as many of the smallest |cᵢ| of the c that the call just produced as ``removed`` has in that row.
     """
 
     removed: torch.Tensor
     name: str = "mask"
+    recompute: bool = False
 
     def __post_init__(self):
         if not isinstance(self.removed, torch.Tensor) or self.removed.dtype != torch.bool or self.removed.ndim != 2:
             got = f"{self.removed.dtype} {tuple(self.removed.shape)}" if isinstance(self.removed, torch.Tensor) \
                 else type(self.removed).__name__
             raise ValueError(f"Mask.removed must be a 2-D bool tensor (rows, D), got {got}")
+        if not isinstance(self.recompute, bool):
+            raise TypeError(f"Mask.recompute must be True or False, got {self.recompute!r}; "
+                            "build a recomputed mask with masks.recomputed(mask)")
 
     @property
     def hidden_size(self) -> int:
@@ -178,6 +189,17 @@ def threshold_for_energy_share(bundle: Bundle, share: float, *, num_steps: int,
     return ((ordered[below - 1] + ordered[below]) / 2).item()
 
 
+def smallest_coordinates(magnitudes: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(rows, D) bool: in each row of ``magnitudes``, its ``counts`` smallest entries (ties: the lower index first).
+
+    Args:
+        magnitudes: ``(rows, D)`` values to rank, e.g. |c|.
+        counts: ``(rows,)`` or ``(1,)`` (the same count for every row) numbers of coordinates to select.
+    """
+    ranks = magnitudes.argsort(dim=-1, stable=True).argsort(dim=-1)  # (rows, D): 0 = smallest
+    return ranks < counts.reshape(-1, 1)
+
+
 def tail_overlap_over_steps(bundle: Bundle, mask: Mask, timesteps) -> torch.Tensor:
     """For each timestep, the share of ``mask``'s removed set that a mask recomputed there would also remove.
 
@@ -191,9 +213,7 @@ def tail_overlap_over_steps(bundle: Bundle, mask: Mask, timesteps) -> torch.Tens
     overlaps = []
     for t in timesteps:
         magnitudes = reference_magnitudes(bundle, 1, mask.granularity, timestep=float(t))  # (rows, D)
-        ranks = magnitudes.argsort(dim=-1, stable=True).argsort(dim=-1)  # (rows, D): 0 = smallest
-        recomputed = ranks < counts[:, None]
-        shared = (recomputed & mask.removed).sum(-1).double()
+        shared = (smallest_coordinates(magnitudes, counts) & mask.removed).sum(-1).double()
         overlaps.append((shared[counts > 0] / counts[counts > 0]).mean())
     return torch.stack(overlaps)
 
@@ -251,6 +271,21 @@ def random_mask(like: Mask, seed: int = 0) -> Mask:
     scores = torch.rand(like.removed.shape, generator=generator)  # (rows, D)
     ranks = scores.argsort(dim=-1).argsort(dim=-1)  # (rows, D): rank of each coordinate's score
     return Mask(ranks < counts[:, None], f"random ({like.name})")
+
+
+def recomputed(mask: Mask) -> Mask:
+    """``mask``'s tail recomputed at every call of the conditioning module, from that call's own c.
+
+    In each row (each label's row of a per-sample mask, or the one row of a global mask), the hook of
+    :func:`prune` zeroes as many of the smallest |cᵢ| of the c just produced as ``mask`` removes in that row; the
+    null policy applies as for a fixed mask. At t₀ this is the tail mask built there; at later steps it follows
+    the tail wherever the changing t moves it. ``removed`` keeps the t₀ sets, which give the counts (and the
+    removed share and energy at t₀). It is meant for tail masks: a head mask's count would zero the smallest
+    coordinates, not the head.
+    """
+    if not isinstance(mask, Mask):
+        raise TypeError(f"recomputed takes a masks.Mask (e.g. from tail_mask), got {type(mask).__name__}")
+    return mask if mask.recompute else dataclasses.replace(mask, name=f"{mask.name} recomputed", recompute=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,11 +385,17 @@ def _rows_for_call(bundle: Bundle, mask: Mask, null_policy: str):
     return lambda args, kwargs: table[_call_labels(args, kwargs).long().reshape(-1)]  # (B, D)
 
 
-def _masking_hook(rows_for, active_times: torch.Tensor | None):
-    """A forward hook that zeroes ``rows_for(args, kwargs)`` in c at the timesteps in ``active_times`` (None: all)."""
+def _masking_hook(rows_for, active_times: torch.Tensor | None, recompute: bool):
+    """A forward hook that zeroes ``rows_for(args, kwargs)`` in c at the timesteps in ``active_times`` (None: all).
+
+    With ``recompute``, it zeroes instead, in each row, as many of the smallest |cᵢ| of this call's c as
+    ``rows_for`` gives that row (so a row the null policy leaves alone has none).
+    """
 
     def hook(module, args, kwargs, output):
         removed = rows_for(args, kwargs)  # (B, D) or (1, D)
+        if recompute:
+            removed = smallest_coordinates(output.detach().abs().float(), removed.sum(-1))  # (B, D)
         if active_times is not None:
             timestep = _call_timestep(args, kwargs).to(active_times.device, torch.float32).reshape(-1)  # (1|B,)
             removed = removed & torch.isin(timestep, active_times)[:, None]
@@ -383,7 +424,7 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
 
     Args:
         bundle: the model; every conditioning module it runs is hooked (:func:`conditioning_modules`).
-        mask: which coordinates to zero.
+        mask: which coordinates to zero: fixed at t₀, or recomputed at every call (:func:`recomputed`).
         schedule: when; ``"first"`` and ``"last"`` need ``timesteps``.
         timesteps: the sampler's timesteps, in sampling order (``scheduler.timesteps``); a step is recognised
             by its timestep value.
@@ -400,7 +441,7 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     rows_for = _rows_for_call(bundle, mask, null_policy)
     active = _active_times(schedule, timesteps)
     active = None if active is None else active.to(bundle.device)
-    hook = _masking_hook(rows_for, active)
+    hook = _masking_hook(rows_for, active, mask.recompute)
     handles = [module.register_forward_hook(hook, with_kwargs=True) for module in conditioning_modules(bundle)]
     try:
         yield mask

@@ -49,11 +49,21 @@ MAGNITUDES = {"REPA/SiT head": (5.0, 8.0), "REPA/SiT tail": (1e-3, 1e-1), "DiT-X
 
 # Fig. 12 (REPA-B/2, 200k steps): nPR of c falls from about 90% to below 6% during training.
 TRAINING_NPR = {"start": 0.90, "end_below": 0.06}
+# Fig. 12: the length of the REPA-B/2 training run it follows ("200k steps").
+TRAINING_STEPS = 200_000
 
-# Table 7: X-MDPT on DeepFashion, baseline and 40% of c pruned (τ = 0.1) (FID, SSIM, LPIPS, PSNR).
+# §5 and Tables 2, 3, 6: FID-5K, i.e. FID on 5,000 samples, 5 per ImageNet class.
+FID_SAMPLES = 5000
+FID_SAMPLES_PER_CLASS = 5
+
+# Table 7: X-MDPT on DeepFashion, baseline and its pruned row "40% pruned (τ=0.1)": the share of c removed and τ.
+TABLE7_SHARE = 0.40
+TABLE7_TAU = 0.1
+TABLE7_PRUNED = f"{TABLE7_SHARE:.0%} pruned (τ={TABLE7_TAU:g})"  # Table 7's row label, "40% pruned (τ=0.1)"
+# (FID, SSIM, LPIPS, PSNR)
 TABLE7 = {
     "baseline": {"FID": 18.6372, "SSIM": 0.6798, "LPIPS": 0.1672, "PSNR": 17.336},
-    "40% pruned (τ=0.1)": {"FID": 18.6692, "SSIM": 0.6792, "LPIPS": 0.1675, "PSNR": 17.328},
+    TABLE7_PRUNED: {"FID": 18.6692, "SSIM": 0.6792, "LPIPS": 0.1675, "PSNR": 17.328},
 }
 
 # Table 2: REPA-XL pruning, FID-5K / IS / CLIP. "removed" is the printed count of 1152 dims; "removed_pct" the

@@ -178,7 +178,8 @@ def sample(
         first_index: global index of the first label (for shards of a larger run).
         output_dir: if given, each image is also written as ``{index:06d}_{label}.png``.
         progress: show a tqdm bar over batches.
-        mask: coordinates of c to zero (:mod:`bottleneck_utils.masks`); None samples the unpruned model.
+        mask: coordinates of c to zero (:mod:`bottleneck_utils.masks`), fixed at t₀ or recomputed at every call
+            (``masks.recomputed``); None samples the unpruned model.
         schedule: when the mask applies: ``"every"``, ``"first"`` or ``masks.Schedule("last", k)``.
         null_policy: ``"mask"`` or ``"leave"`` the CFG null branch's c.
         autocast: ``"bfloat16"`` or ``"float16"`` runs the transformer under ``torch.autocast`` (the scheduler

@@ -98,6 +98,8 @@ MNIST_ORGANISMS = ("mnist-dit", "mnist-sit", "mnist-unet")
 #                                  Original DiT initialisation, shared embedder
 # ---------------------------------------------------------------------------------------------------
 
+EMBEDDING_INIT_STD = 0.02  # the original DiT's N(0, std²) of the label table and the timestep MLP's weights
+
 
 def initialize_weights(model: DiTTransformer2DModel) -> None:
     """The original DiT ``initialize_weights``, on the diffusers module names."""
@@ -117,13 +119,13 @@ def initialize_weights(model: DiTTransformer2DModel) -> None:
     nn.init.zeros_(model.pos_embed.proj.bias)
     embedder = model.transformer_blocks[0].norm1.emb
     if isinstance(embedder.class_embedder, ContinuousConditionEmbedding):  # initialised like the timestep MLP
-        nn.init.normal_(embedder.class_embedder.mlp.linear_1.weight, std=0.02)
-        nn.init.normal_(embedder.class_embedder.mlp.linear_2.weight, std=0.02)
-        nn.init.normal_(embedder.class_embedder.null_embedding, std=0.02)
+        nn.init.normal_(embedder.class_embedder.mlp.linear_1.weight, std=EMBEDDING_INIT_STD)
+        nn.init.normal_(embedder.class_embedder.mlp.linear_2.weight, std=EMBEDDING_INIT_STD)
+        nn.init.normal_(embedder.class_embedder.null_embedding, std=EMBEDDING_INIT_STD)
     else:
-        nn.init.normal_(embedder.class_embedder.embedding_table.weight, std=0.02)
-    nn.init.normal_(embedder.timestep_embedder.linear_1.weight, std=0.02)
-    nn.init.normal_(embedder.timestep_embedder.linear_2.weight, std=0.02)
+        nn.init.normal_(embedder.class_embedder.embedding_table.weight, std=EMBEDDING_INIT_STD)
+    nn.init.normal_(embedder.timestep_embedder.linear_1.weight, std=EMBEDDING_INIT_STD)
+    nn.init.normal_(embedder.timestep_embedder.linear_2.weight, std=EMBEDDING_INIT_STD)
     for layer in (model.proj_out_1, model.proj_out_2):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)

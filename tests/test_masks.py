@@ -1,5 +1,6 @@
 """Masks on c = y + t: construction, schedules, the hook's equivalence with editing the weights, clean exit."""
 
+import contextlib
 import copy
 
 import pytest
@@ -302,3 +303,77 @@ def test_tail_overlap_is_one_at_t0_and_lower_where_the_tail_moves(bundle):
     overlap = masks.tail_overlap_over_steps(bundle, mask, [t0, 0.0])
     assert overlap[0].item() == 1.0  # recomputed at t₀ itself: the same set (no ties in float |c|)
     assert 0.0 <= overlap[1].item() < 1.0  # at the data end t differs, and so does the tail of a random-init c
+
+
+# ---------------------------------------------------------------------------------------------------
+#                               A tail recomputed at every call
+# ---------------------------------------------------------------------------------------------------
+
+
+def _hooked_c(bundle, mask, labels, timestep, null_policy="mask"):
+    """Block 0's c (B, D) in one forward at ``timestep``, under ``prune(mask)`` (None: unpruned), and the output."""
+    seen = []
+    with masks.prune(bundle, mask, null_policy=null_policy) if mask else contextlib.nullcontext():
+        handle = spy_on_c(bundle, seen)
+        output = forward(bundle, labels, timestep)
+    handle.remove()
+    return seen[0][2], output
+
+
+def test_recomputed_tail_is_the_fixed_tail_at_t0(bundle):
+    mask = a_tail_mask(bundle, "per-sample")
+    recomputed = masks.recomputed(mask)
+    t0 = first_sampling_timestep(bundle, STEPS)
+    labels = [3, 0, bundle.null_label, 1]
+    fixed_c, fixed_output = _hooked_c(bundle, mask, labels, t0)
+    recomputed_c, recomputed_output = _hooked_c(bundle, recomputed, labels, t0)
+    assert torch.equal((fixed_c == 0), mask.removed[labels])  # the fixed mask does zero its t₀ tail here
+    assert torch.equal(recomputed_c, fixed_c) and torch.equal(recomputed_output, fixed_output)  # same ops, same bits
+    # through the sampler: applied at t₀ only, the two masks give the same images, bit for bit
+    runs = [sample(bundle, [0, 1, 2], num_steps=STEPS, seed=2, mask=m, schedule="first", progress=False)
+            for m in (mask, recomputed)]
+    assert torch.equal(runs[0], runs[1])
+    assert recomputed.removed_count == mask.removed_count and recomputed.name == f"{mask.name} recomputed"
+
+
+@pytest.mark.parametrize("granularity", ["global", "per-sample"])
+def test_recomputed_tail_zeroes_the_smallest_of_each_calls_own_c(bundle, granularity):
+    mask = a_tail_mask(bundle, granularity)
+    labels = torch.tensor([3, 0, 4, 1, bundle.null_label])
+    c, _ = _hooked_c(bundle, None, labels, timestep=0)  # the data end: t, and so the tail, differs from t₀
+    pruned, _ = _hooked_c(bundle, masks.recomputed(mask), labels, timestep=0)
+    zeroed = pruned == 0  # (B, D); the unpruned c has no exact zero
+    assert not (c == 0).any()
+    assert torch.equal(zeroed.sum(-1), mask.table(bundle.num_classes)[labels].sum(-1))  # each row's t₀ count
+    largest_zeroed = c.abs().masked_fill(~zeroed, -1.0).max(-1).values  # (B,)
+    smallest_kept = c.abs().masked_fill(zeroed, float("inf")).min(-1).values
+    assert (largest_zeroed < smallest_kept).all()  # exactly the smallest |cᵢ| of this call's c
+    assert torch.equal(pruned[~zeroed], c[~zeroed])  # the rest of c untouched
+    fixed, _ = _hooked_c(bundle, mask, labels, timestep=0)
+    assert not torch.equal(zeroed, fixed == 0)  # the tail moved here: the fixed mask zeroes other coordinates
+
+
+@pytest.mark.parametrize("null_policy", ["mask", "leave"])
+def test_recomputed_tail_and_null_policy(bundle, null_policy):
+    mask = a_tail_mask(bundle, "per-sample")
+    seen = []
+    with masks.prune(bundle, masks.recomputed(mask), null_policy=null_policy):
+        handle = spy_on_c(bundle, seen)
+        sample(bundle, [3, 0], num_steps=STEPS, cfg_scale=4.0, progress=False)
+    handle.remove()
+    null_count = mask.removed[-1].sum().item()
+    assert null_count > 0  # otherwise "leave" and "mask" would look alike
+    expected = [mask.removed[3].sum().item(), mask.removed[0].sum().item()] + 2 * [
+        null_count if null_policy == "mask" else 0]
+    for _, labels, c in seen:  # every call, at every step
+        assert labels.tolist() == [3, 0, bundle.null_label, bundle.null_label]
+        assert (c == 0).sum(-1).tolist() == expected
+
+
+def test_recomputed_refuses_what_is_not_a_mask(bundle):
+    with pytest.raises(TypeError, match="recomputed takes a masks.Mask"):
+        masks.recomputed(torch.zeros(1, bundle.hidden_size, dtype=torch.bool))
+    with pytest.raises(TypeError, match="masks.recomputed"):
+        masks.Mask(torch.zeros(1, bundle.hidden_size, dtype=torch.bool), recompute=1)
+    mask = masks.recomputed(a_tail_mask(bundle))
+    assert masks.recomputed(mask) is mask  # recomputing twice is the same mask
