@@ -10,8 +10,8 @@ import papermill
 import pytest
 import torch
 
-from bottleneck_utils import compute, ladder, regime, report, stats
-from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
+from bottleneck_utils import beyond, compute, ladder, regime, report, stats
+from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, first_time_summary
 from bottleneck_utils.models import embedded_dir, load
 from tools import book
 
@@ -25,6 +25,7 @@ SMOKE = {
     "continuous": {"model": "ising-dit", "num_steps": 2, "n_grid": 8, "n_samples": 18, "n_bins": 3, "n_bootstrap": 5,
                    "tail_fractions": [0.4], "last_k": 1, "head_ks": [1]},
     "regime": {"num_samples": 20, "num_steps": 2, "last_k": 1},
+    "beyond": {"n_samples": 20, "num_steps": 2, "n_boot": 5, "last_k": 1},
     "reproducibility": {},
 }
 
@@ -91,9 +92,16 @@ def expected_regime() -> dict:
             "closest_distance": regime.regime_distance(table.loc[closest], regime.paper_bands())}
 
 
+def expected_beyond() -> dict:
+    return {"variant_steps": beyond.BASE["steps"], "side": load("mnist-dit").image_shape[-1],
+            **{f"{key}_npr": first_time_summary(load(name))["npr_c"]
+               for key, name in (("dit", "mnist-dit"), ("unet", "mnist-unet"))}}
+
+
 EXPECTED = {"similarity": expected_similarity, "head_tail": expected_head_tail,
             "training_dynamics": expected_training_dynamics, "pruning": expected_pruning,
-            "continuous": expected_continuous, "regime": expected_regime, "reproducibility": dict}
+            "continuous": expected_continuous, "regime": expected_regime, "beyond": expected_beyond,
+            "reproducibility": dict}
 
 
 def test_every_chapter_has_smoke_parameters_and_expected_numbers():
@@ -101,7 +109,7 @@ def test_every_chapter_has_smoke_parameters_and_expected_numbers():
 
 
 def test_chapters_follow_the_table_of_contents():
-    assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous", "regime",
+    assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous", "regime", "beyond",
                              "reproducibility"]
 
 
@@ -148,6 +156,7 @@ VERDICT_SOURCES = {
     "continuous": ("precondition: the organism follows T: rank correlation", "spearman"),
     "pruning": ("a sparse c makes the model faster", "headline_ratio"),
     "regime": ("precondition: c is sparse", "closest_npr_c"),
+    "beyond": ("mnist-unet: precondition: c is sparse", "unet_npr"),
 }
 
 
