@@ -25,7 +25,7 @@ SMOKE = {
     "continuous": {"model": "ising-dit", "num_steps": 2, "n_grid": 8, "n_samples": 18, "n_bins": 3, "n_bootstrap": 5,
                    "tail_fractions": [0.4], "last_k": 1, "head_ks": [1]},
     "regime": {"num_samples": 20, "num_steps": 2, "last_k": 1},
-    "beyond": {"n_samples": 20, "num_steps": 2, "n_boot": 5, "last_k": 1},
+    "beyond": {"n_samples": 20, "num_steps": 2, "n_boot": 5},
     "reproducibility": {},
 }
 
