@@ -250,7 +250,7 @@ def check_embedder_copies(transformer: DiTTransformer2DModel) -> None:
 def _moved(model, device, dtype):
     """``model.to(device, dtype)``, casting only when the dtype differs: diffusers logs a warning for any dtype."""
     model = model.to(device)
-    return (model if model.dtype == dtype else model.to(dtype)).eval()
+    return (model if next(model.parameters()).dtype == dtype else model.to(dtype)).eval()
 
 
 def _diffusers_bundle(name, transformer, scheduler, vae, class_names, sha256, device, dtype, freq_shift,
@@ -300,7 +300,9 @@ def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, de
     sha = _checked_file(name, folder / "embedder.safetensors", check_sha)
     config = json.loads((folder / "config.json").read_text())
     width = config["num_attention_heads"] * config["attention_head_dim"]
-    embedder = CombinedTimestepLabelEmbeddings(config["num_embeds_ada_norm"], width, class_dropout_prob=0.0)
+    # a dropout probability > 0 gives the table its CFG null row, as in training; the copy itself never drops
+    embedder = CombinedTimestepLabelEmbeddings(config["num_embeds_ada_norm"], width, class_dropout_prob=0.1)
+    embedder.class_embedder.dropout_prob = 0.0
     embedder.load_state_dict(load_file(folder / "embedder.safetensors"))
     return Bundle(name, _moved(embedder, device, dtype), config["num_embeds_ada_norm"], time,
                   class_names=meta["class_names"], sha256=sha, device=device, dtype=dtype)

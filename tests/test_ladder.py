@@ -53,3 +53,21 @@ def test_finish_without_a_trained_run_names_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="ladder train ladder/c100"):
         ladder.finish("ladder/c100")
+
+
+def test_a_rung_shipped_without_weights_loads_its_embedder_with_the_null_row(tmp_path, monkeypatch):
+    from bottleneck_utils import models
+
+    monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    recipe = ladder.RUNGS["ladder/c100"]
+    source = ladder.composite.CompositeDigits(torch.rand(50, 1, 12, 12), torch.randint(10, (50,)), 100)
+    out_dir = tmp_path / "run"
+    ema = train.train_dit(recipe, source, 1, 0, out_dir, progress=False)
+    train.save_run(out_dir, ema, recipe, 1, 0)
+    train.install(out_dir, "ladder/c100", weights=False)
+    bundle = models.load_organism(tmp_path / "checkpoints" / "ladder" / "c100", "ladder/c100", torch.device("cpu"),
+                                  torch.float32, None, check_sha=False)
+    assert bundle.transformer is None and bundle.num_classes == 100
+    table = ema.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.weight
+    assert torch.equal(bundle.embedder.class_embedder.embedding_table.weight, table)  # 101 rows: the null included
+    assert table.shape[0] == 101
