@@ -20,10 +20,7 @@ its weights (the chapter samples from each).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from bottleneck_utils import models, train
+from bottleneck_utils import train
 from bottleneck_utils.quality import mnist_quality
 
 CODE_WIDTHS = (2, 4, 8, 16, 32)
@@ -41,13 +38,8 @@ QUALITY_PER_CLASS = 30
 
 def finish(name: str) -> dict:
     """Measures a finished variant's quality into ``quality.json`` and installs it (weights included)."""
-    out_dir = Path("runs") / name
-    if not (out_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{out_dir} has no saved model: train it first (python -m bottleneck_utils.beyond train {name})")
-    quality = mnist_quality(models.load(str(out_dir)), QUALITY_PER_CLASS, QUALITY_STEPS)
-    train.write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
-    train.install(out_dir, name)
-    return quality
+    return train.finish_run(name, lambda bundle: mnist_quality(bundle, QUALITY_PER_CLASS, QUALITY_STEPS), True,
+                            "python -m bottleneck_utils.beyond")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,9 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
                     noise_seeds: list[int], n_boot: int, device: str = "cpu") -> tuple[pd.DataFrame, pd.Series]:
     """FID and accuracy of each variant with its paired change against :data:`CONTROL`, and the control's FID at
     ``seed`` and every noise seed (the noise floor is their max − min)."""
+    unknown = sorted(set(names) - set(beyond.VARIANTS))
+    if unknown:
+        raise ValueError(f"{unknown} are not beyond variants; choose from {list(beyond.VARIANTS)}")
     if CONTROL not in names:
         raise ValueError(f"the control {CONTROL} is not shipped: train it with python -m bottleneck_utils.beyond train {CONTROL}")
     bundles = {name: load(name, device=device) for name in names}
@@ -73,6 +76,10 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
 def variant_statistics(names: list[str]) -> pd.DataFrame:
     """The final EMA statistics of c (:func:`regime.rung_table`) of each variant, with its adaLN cost: the share
     of the plain adaLN's multiply-accumulates it needs, and the share of the whole forward pass that saves."""
+    unknown = sorted(set(names) - set(shipped_variants()))
+    if unknown:
+        raise ValueError(f"{unknown} are not shipped beyond variants; choose from {shipped_variants()} "
+                         "(train more with make train-beyond)")
     table = regime.rung_table(names)
     config = beyond.BASE["transformer"]
     hidden, depth = config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
@@ -89,7 +96,7 @@ def kept_rows(quality: pd.DataFrame, floor: float) -> list[dict]:
     ΔFID interval against the control is within the noise floor."""
     rows = []
     for name, row in quality.drop(CONTROL).iterrows():
-        constraint = (f"a {int(row['code width'])}-dim code" if row["code width"] == row["code width"]
+        constraint = (f"a {int(row['code width'])}-dim code" if pd.notna(row["code width"])
                       else f"L1 λ = {row['L1 λ']:g} on c")
         rows.append(report.claim_row(
             f"{constraint} keeps quality ({name})", paper="proposed as future work, untested",

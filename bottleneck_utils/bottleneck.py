@@ -110,10 +110,10 @@ def prepare(model: DiTTransformer2DModel, recipe: dict, time: TimeConvention) ->
     return model
 
 
-def l1_penalty(model: DiTTransformer2DModel, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
-    """λ · mean |c| over the batch and the D coordinates, for a recipe with ``"l1_c": λ``; 0 otherwise."""
+def l1_penalty(embedder: nn.Module, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
+    """λ · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)``, for a recipe with
+    ``"l1_c": λ``; 0 otherwise."""
     strength = recipe.get("l1_c", 0.0)
     if not strength:
         return 0.0
-    c = model.transformer_blocks[0].norm1.emb(timestep, labels, hidden_dtype=next(model.parameters()).dtype)
-    return strength * c.abs().mean()
+    return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()

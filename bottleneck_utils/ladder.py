@@ -24,12 +24,9 @@ the class axis, DDPM and flow) ship full weights for the pruning runs.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from bottleneck_utils import composite, data, models
+from bottleneck_utils import composite, data
 from bottleneck_utils.quality import composite_quality
 
 BASE = {
@@ -95,15 +92,10 @@ def finish(name: str) -> dict:
     """Measures a finished rung's quality into ``quality.json`` and installs it into the package data."""
     from bottleneck_utils import train
 
-    out_dir = Path("runs") / name
-    if not (out_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{out_dir} has no saved model: train it first (python -m bottleneck_utils.ladder train {name})")
-    bundle = models.load(str(out_dir))
     classes = RUNGS[name]["classes"]
-    quality = composite_quality(bundle, classes, QUALITY_SAMPLES[classes], QUALITY_STEPS)
-    train.write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
-    train.install(out_dir, name, weights=name in WEIGHTS_SHIPPED)
-    return quality
+    return train.finish_run(name, lambda bundle: composite_quality(bundle, classes, QUALITY_SAMPLES[classes],
+                                                                   QUALITY_STEPS),
+                            name in WEIGHTS_SHIPPED, "python -m bottleneck_utils.ladder")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -366,7 +366,7 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
         x_t, t, target = noisy_batch(recipe, x0, generator)
         t, y = t.to(device), y.to(device)
         prediction = model(x_t.to(device), timestep=t, class_labels=y).sample
-        objective = F.mse_loss(prediction, target.to(device)) + bottleneck.l1_penalty(model, recipe, t, y)
+        objective = F.mse_loss(prediction, target.to(device)) + bottleneck.l1_penalty(conditioning_embedder(model), recipe, t, y)
         loss = update(model, ema, optimizer, objective, recipe["ema_decay"])
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
@@ -456,6 +456,20 @@ def organism(name: str) -> tuple[dict, object]:
     images, labels = data.load_mnist("train")
     source = TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
     return ORGANISMS[name], source
+
+
+def finish_run(name: str, measure, weights: bool, command: str) -> dict:
+    """Measures the finished run ``runs/NAME`` (``measure(bundle)`` → a quality record), writes its ``quality.json``
+    and installs it (with its weights, or its embedder only); ``command`` trains it, for the error message."""
+    from bottleneck_utils.models import load
+
+    out_dir = Path("runs") / name
+    if not (out_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{out_dir} has no saved model: train it first ({command} train {name})")
+    quality = measure(load(str(out_dir)))
+    write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
+    install(out_dir, name, weights=weights)
+    return quality
 
 
 def registry_main(argv: list[str] | None, description: str, registry: dict, source_of, finish, describe) -> None:

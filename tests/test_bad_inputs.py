@@ -610,3 +610,46 @@ def test_compute_refuses_a_mask_of_another_width():
 def test_composite_digits_refuse_bad_shapes_and_ids(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+#                          The beyond variants: registry, finishing, the chapter's measurements
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_beyond_finish_without_a_run_names_the_command(tmp_path, monkeypatch):
+    from bottleneck_utils import beyond
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        beyond.finish("beyond/k2")
+    assert "python -m bottleneck_utils.beyond train beyond/k2" in one_line(error)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_beyond_cli_refuses_an_unknown_variant_before_writing(tmp_path, monkeypatch, capsys):
+    from bottleneck_utils import beyond
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        beyond.main(["train", "beyond/k3"])
+    assert "unknown names ['beyond/k3']" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("names, match", [(["beyond/k2"], "the control beyond/full is not shipped"),
+                                          (["beyond/full", "beyond/k3"], "not beyond variants")])
+def test_variant_quality_refuses_before_sampling(names, match):
+    from bottleneck_utils import beyond_study
+
+    with pytest.raises(ValueError, match=match) as error:
+        beyond_study.variant_quality(names, 10, 2, 1.0, 0, [1, 2, 3, 4, 5], 2)
+    one_line(error)
+
+
+def test_variant_statistics_refuses_an_unshipped_name():
+    from bottleneck_utils import beyond_study
+
+    with pytest.raises(ValueError, match="not shipped beyond variants") as error:
+        beyond_study.variant_statistics(["beyond/k3"])
+    assert "make train-beyond" in one_line(error)
