@@ -6,6 +6,7 @@ MODEL ?= mnist-dit
 CONTINUOUS_MODEL ?= ising-dit
 DEVICE ?= cpu
 SAMPLES ?=
+JOBS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
@@ -22,8 +23,8 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 
 book: execute html          ## execute every notebook on the embedded default, then build the HTML
 
-execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, CONTINUOUS_MODEL=, DEVICE=, SAMPLES=)
-	$(PY) tools/book.py execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES))
+execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, CONTINUOUS_MODEL=, DEVICE=, SAMPLES=, JOBS=)
+	$(PY) tools/book.py execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(JOBS),--jobs $(JOBS))
 
 html: venv                  ## build _build/html from the committed executed notebooks (no execution)
 	$(PY) tools/book.py check

@@ -45,7 +45,7 @@ def finish(name: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     _, mnist = train.organism("mnist-dit")
     train.registry_main(argv, __doc__, VARIANTS, lambda recipe: mnist, finish, lambda name, quality: (
-        f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}; installed"))
+        f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}"))
 
 
 if __name__ == "__main__":

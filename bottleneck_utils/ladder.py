@@ -14,7 +14,9 @@ Each rung changes one factor:
 A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
 
     python -m bottleneck_utils.ladder train [RUNG ...]    # train, measure and ship rungs one after another
+                                                          # (default: every rung not shipped yet; --device cuda)
     python -m bottleneck_utils.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
+    python -m bottleneck_utils.ladder status [RUNG ...]   # shipped, training (last logged step) or pending
     python -m bottleneck_utils.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
 
 Quality: composite-digit agreement of CFG samples at several scales (:func:`quality.composite_quality`), written
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train.registry_main(argv, __doc__, RUNGS, source, finish, lambda name, quality: (
         f"{name}: per-digit {quality['per_digit']:.1%}, all digits {quality['all_digits']:.1%} "
-        f"at CFG {quality['best_cfg']:g}; installed"))
+        f"at CFG {quality['best_cfg']:g}"))
 
 
 if __name__ == "__main__":

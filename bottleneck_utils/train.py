@@ -475,24 +475,54 @@ def finish_run(name: str, measure, weights: bool, command: str) -> dict:
 def registry_main(argv: list[str] | None, description: str, registry: dict, source_of, finish, describe) -> None:
     """The command line of a registry of recipes (the ladder's rungs, the beyond variants).
 
-    ``train [NAME ...]`` trains each named recipe (default: all, in registry order) into ``runs/NAME``, resuming
-    from its state, saves it and calls ``finish(NAME)`` (measure and ship); ``finish [NAME ...]`` only finishes.
+    ``train [NAME ...]`` trains each named recipe into ``runs/NAME``, resuming from its state, saves it and calls
+    ``finish(NAME)`` (measure and ship); without names it takes every recipe not shipped yet, in registry order.
+    ``finish [NAME ...]`` only finishes; ``status [NAME ...]`` prints where each recipe stands.
     ``source_of(recipe)`` gives a recipe's data source; ``describe(NAME, quality)`` the line printed after each.
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "finish"])
-    parser.add_argument("names", nargs="*", help="what to train (default: all, in the order above)")
-    args = parser.parse_args(argv)
+    parser.add_argument("command", choices=["train", "finish", "status"])
+    parser.add_argument("names", nargs="*", help="which recipes (default: train the unshipped ones, else all)")
+    parser.add_argument("--device", default="cpu", help="where to train (cuda for the largest rungs)")
+    args = parser.parse_intermixed_args(argv)
     unknown = sorted(set(args.names) - set(registry))
     if unknown:
         parser.error(f"unknown names {unknown}; choose from {sorted(registry)}")
+    names = args.names or [name for name in registry if args.command != "train" or not shipped_quality(name)]
+    if args.command == "status":
+        for name in names:
+            print(recipe_status(name, registry[name], describe))
+        return
+    try:
+        resolve_device(args.device)  # a one-line error before any work when the device is not there
+    except RuntimeError as error:
+        parser.error(str(error))
     torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
-    for name in args.names or list(registry):
+    for name in names:
         recipe, out_dir = registry[name], Path("runs") / name
         if args.command == "train":
-            ema = train_dit(recipe, source_of(recipe), recipe["steps"], 0, out_dir)
+            ema = train_dit(recipe, source_of(recipe), recipe["steps"], 0, out_dir, device=args.device)
             save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        print(describe(name, finish(name)))
+        print(f"{describe(name, finish(name))}; installed")
+
+
+def shipped_quality(name: str) -> dict | None:
+    """The quality record of a recipe installed in the package data, or None when it is not shipped."""
+    path = CHECKPOINT_DIR / name / "quality.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recipe_status(name: str, recipe: dict, describe) -> str:
+    """One line: shipped (with ``describe``'s summary), training (the last logged step in ``runs/NAME``), or not
+    started."""
+    quality = shipped_quality(name)
+    if quality is not None:
+        return f"shipped   {describe(name, quality)}"
+    log = Path("runs") / name / "train_log.csv"
+    steps = [row["step"] for row in csv.DictReader(log.open())] if log.is_file() else []
+    if steps:
+        return f"training  {name}: logged to step {int(steps[-1]):,} of {recipe['steps']:,} in {log.parent}"
+    return f"pending   {name}: not started ({recipe['steps']:,} steps)"
 
 
 def positive_int(text: str) -> int:

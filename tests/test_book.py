@@ -3,6 +3,9 @@ numbers the package computes itself; bad parameters, unknown parameters and bad 
 
 import ast
 import csv
+import os
+import time
+from pathlib import Path
 
 import jupytext
 import nbformat
@@ -203,9 +206,41 @@ def test_continuous_chapter_refuses_a_class_model(tmp_path):
 def test_execute_command_gives_each_chapter_its_model_and_declared_parameters(monkeypatch):
     calls = []
     monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters)) or name)
-    book.main(["execute", "--model", "mnist-dit", "--samples", "30", "--only", "similarity", "continuous"])
+    book.main(["execute", "--model", "mnist-dit", "--samples", "30", "--only", "similarity", "continuous",
+               "--jobs", "1"])
     assert calls == [("similarity", {"model": "mnist-dit", "device": "cpu"}),  # similarity has no n_samples
                      ("continuous", {"model": "ising-dit", "device": "cpu", "n_samples": 30})]
+
+
+def record_threads(name, parameters):
+    """A stand-in for ``book.execute`` in pool workers: writes the chapter's thread setting and its start time."""
+    out = Path(parameters["out"])
+    (out / name).write_text(f"{os.environ.get('OMP_NUM_THREADS')} {time.time()}")
+    if name == "head_tail":
+        raise RuntimeError("cell 3 failed\ntraceback lines")
+    time.sleep(0.2)
+    return out / name
+
+
+def test_parallel_execution_runs_one_thread_kernels_and_the_appendix_last(monkeypatch, tmp_path):
+    monkeypatch.setattr(book, "execute", record_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the parent's setting, which the workers must not keep
+    chapters = ["similarity", "training_dynamics", "pruning", "reproducibility"]
+    assert book.execute_all({name: {"out": str(tmp_path)} for name in chapters}, jobs=2) == []
+    written = {name: (tmp_path / name).read_text().split() for name in chapters}
+    assert {threads for threads, _ in written.values()} == {"1"}  # each worker's kernels start at one thread
+    assert float(written["reproducibility"][1]) >= max(float(start) for name, (_, start) in written.items()
+                                                         if name != "reproducibility") + 0.2
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # only the workers change it
+
+
+def test_a_failed_chapter_is_named_and_the_appendix_does_not_start(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(book, "execute", record_threads)
+    chapters = ["similarity", "head_tail", "reproducibility"]
+    failures = book.execute_all({name: {"out": str(tmp_path)} for name in chapters}, jobs=2)
+    assert failures == ["notebooks/head_tail.md failed (RuntimeError: cell 3 failed); its traceback is printed above"]
+    assert (tmp_path / "similarity").is_file() and not (tmp_path / "reproducibility").exists()
+    assert "traceback lines" in capsys.readouterr().err
 
 
 def test_verdict_words_follow_the_rule():

@@ -147,3 +147,37 @@ def test_cli_rejects_bad_arguments_before_writing(tmp_path, monkeypatch, capsys,
         train.main([*argv, "--out", str(tmp_path / "run")])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def fake_registry(tmp_path, monkeypatch):
+    """Three recipes in a temporary package data and cwd: one shipped, one part-trained, one not started."""
+    monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "r/shipped").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "r/shipped" / "quality.json").write_text(json.dumps({"score": 0.5}))
+    (tmp_path / "runs" / "r/half").mkdir(parents=True)
+    (tmp_path / "runs" / "r/half" / "train_log.csv").write_text("step,loss\n100,0.3\n200,0.2\n")
+    return {name: dict(TINY, steps=400) for name in ("r/shipped", "r/half", "r/new")}
+
+
+def test_registry_status_says_where_each_recipe_stands(tmp_path, monkeypatch, capsys):
+    registry = fake_registry(tmp_path, monkeypatch)
+    train.registry_main(["status"], "", registry, None, None, lambda name, quality: f"{name}: {quality['score']}")
+    assert capsys.readouterr().out.splitlines() == [
+        "shipped   r/shipped: 0.5",
+        "training  r/half: logged to step 200 of 400 in runs/r/half",
+        "pending   r/new: not started (400 steps)"]
+
+
+def test_registry_train_without_names_skips_shipped_recipes_and_checks_the_device(tmp_path, monkeypatch, capsys):
+    registry, trained = fake_registry(tmp_path, monkeypatch), []
+    monkeypatch.setattr(train, "train_dit", lambda recipe, source, steps, seed, out_dir, device: trained.append(
+        (str(out_dir), device)))
+    monkeypatch.setattr(train, "save_run", lambda *args: None)
+    train.registry_main(["train"], "", registry, lambda recipe: None, lambda name: {}, lambda name, quality: name)
+    assert trained == [("runs/r/half", "cpu"), ("runs/r/new", "cpu")]
+    assert capsys.readouterr().out.splitlines() == ["r/half; installed", "r/new; installed"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            train.registry_main(["train", "--device", "cuda", "r/new"], "", registry, None, None, None)
+        assert "CUDA is not available" in capsys.readouterr().err and len(trained) == 2

@@ -1,11 +1,14 @@
 """The book's build tooling: papermill executes the MyST notebooks into ``book/``; a guard checks they are fresh.
 
     python tools/book.py execute [--model M] [--continuous-model M] [--device D] [--samples N] [--only NAME ...]
+                                 [--jobs J]
     python tools/book.py check
 
 ``execute`` checks every model name and the device before the first chapter runs, gives each chapter only the
 parameters it declares (and refuses a parameter no selected chapter declares), and writes each executed notebook
-through a ``.partial.ipynb`` that is removed if the chapter fails. ``check`` needs only jupytext and nbformat.
+through a ``.partial.ipynb`` that is removed if the chapter fails. On a CPU it runs two chapters at a time, each
+kernel at one thread (``--jobs``): the chapters' models are small, so two one-thread kernels finish the book sooner
+than one two-thread kernel; the appendix waits for the others. ``check`` needs only jupytext and nbformat.
 This is build tooling for a source checkout, not part of the importable package.
 """
 
@@ -13,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import multiprocessing
+import os
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +32,8 @@ SOURCES = ROOT / "notebooks"
 OUTPUTS = report.BOOK_DIR
 CHAPTERS = report.chapters()  # _toc.yml's order; the appendix runs last: it reads the others' provenance
 CONTINUOUS_CHAPTERS = {"continuous"}  # these take a continuous-condition model (--continuous-model), not --model
+LAST_CHAPTERS = {"reproducibility"}  # read every other chapter's provenance, so they run after the others
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def declared_parameters(notebook) -> set[str]:
@@ -109,6 +118,60 @@ def chapter_parameters(args) -> dict[str, dict]:
     return plans
 
 
+def default_jobs(device: str) -> int:
+    """Chapters run at once: two on a CPU with at least two cores (one thread each), else one."""
+    return 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def one_thread_worker() -> None:
+    """A pool worker's set-up: the kernels it starts inherit one BLAS/OpenMP thread (torch reads it at import)."""
+    os.environ.update(ONE_THREAD)
+
+
+def run_chapter(name: str, parameters: dict) -> tuple[Path, float]:
+    """Executes one chapter; returns its executed notebook and the seconds it took."""
+    started = time.perf_counter()
+    return execute(name, parameters), time.perf_counter() - started
+
+
+def finished_chapters(names: list[str], plans: dict[str, dict], jobs: int):
+    """Yields ``(name, outcome)`` as chapters end: ``(path, seconds)``, or the exception that stopped the chapter."""
+    if jobs == 1:  # in this process
+        for name in names:
+            try:
+                yield name, run_chapter(name, plans[name])
+            except Exception as error:  # noqa: BLE001 -- handed to the caller, which reports it
+                yield name, error
+        return
+    context = multiprocessing.get_context("fork")  # the workers see this process's module state
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=one_thread_worker) as pool:
+        futures = {pool.submit(run_chapter, name, plans[name]): name for name in names}
+        for future in as_completed(futures):
+            yield futures[future], future.exception() or future.result()
+
+
+def execute_all(plans: dict[str, dict], jobs: int) -> list[str]:
+    """Executes every planned chapter, ``jobs`` at a time, ``LAST_CHAPTERS`` after the rest; returns the failures.
+
+    A failed chapter does not stop the others running: its error is printed when it ends, and the returned line
+    names it. The last chapters do not start after a failure.
+    """
+    failures = []
+    first, last = [name for name in plans if name not in LAST_CHAPTERS], [name for name in plans if name in LAST_CHAPTERS]
+    for wave in (first, last):
+        for name, outcome in finished_chapters(wave, plans, jobs):
+            if isinstance(outcome, BaseException):
+                print(f"notebooks/{name}.md failed:\n{outcome}", file=sys.stderr, flush=True)
+                first_line = next((line for line in str(outcome).splitlines() if line.strip()), "")
+                failures.append(f"notebooks/{name}.md failed ({type(outcome).__name__}: {first_line}); "
+                                f"its traceback is printed above")
+            else:
+                print(f"executed notebooks/{name}.md -> {outcome[0]} in {outcome[1]:.0f} s", flush=True)
+        if failures:  # the last chapters would read a missing or stale chapter
+            break
+    return failures
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an int >= 1."""
     if not text.strip().isdigit() or int(text) < 1:
@@ -126,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--device", default="cpu")
     run.add_argument("--samples", type=positive_int, default=None, help="n_samples, for chapters that sample")
     run.add_argument("--only", nargs="+", choices=CHAPTERS, default=CHAPTERS)
+    run.add_argument("--jobs", type=positive_int, default=None,
+                     help="chapters at once (default: 2 on a CPU with 2+ cores, one thread each; else 1)")
     sub.add_parser("check", help="fail if an executed notebook is missing or stale")
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -136,8 +201,13 @@ def main(argv: list[str] | None = None) -> None:
         plans = chapter_parameters(args)
     except (ValueError, OSError, RuntimeError, TypeError) as error:  # before any chapter has run
         parser.error(str(error))
-    for name, parameters in plans.items():
-        print(f"executing notebooks/{name}.md -> {execute(name, parameters)}", flush=True)
+    jobs = args.jobs or default_jobs(args.device)
+    print(f"executing {len(plans)} chapters, {jobs} at a time", flush=True)
+    started = time.perf_counter()
+    failures = execute_all(plans, jobs)
+    if failures:
+        sys.exit("\n".join(failures))
+    print(f"all {len(plans)} chapters executed in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
