@@ -142,6 +142,19 @@ def _stratified_resample(index_by_bin: list[np.ndarray], generator: np.random.Ge
     return np.concatenate([generator.choice(members, size=len(members)) for members in index_by_bin])
 
 
+def _stratified_bootstrap(sample_t, real_t, edges, statistic, num_resamples: int, seed: int,
+                          level: float) -> tuple[float, float]:
+    """Percentile interval of ``statistic(s, r)`` over resamples of the sample and real indices within each bin."""
+    sample_bins = [np.flatnonzero(_bin_index(sample_t, edges) == b) for b in range(len(edges) - 1)]
+    real_bins = [np.flatnonzero(_bin_index(real_t, edges) == b) for b in range(len(edges) - 1)]
+    generator = np.random.default_rng(seed)
+    values = np.empty(num_resamples)
+    for k in range(num_resamples):
+        values[k] = statistic(_stratified_resample(sample_bins, generator), _stratified_resample(real_bins, generator))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bootstrap_mean_abs_error(sample_t, sample_values, real_t, real_values, edges, num_resamples: int = 1000,
                              seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the binned mean |Δ|, resampling samples and real data within each bin.
@@ -152,15 +165,8 @@ def bootstrap_mean_abs_error(sample_t, sample_values, real_t, real_values, edges
     sample_t, sample_values, real_t, real_values, edges = map(np.asarray, (sample_t, sample_values, real_t,
                                                                            real_values, edges))
     binned_comparison(sample_t, sample_values, real_t, real_values, edges)  # validates the inputs once
-    sample_bins = [np.flatnonzero(_bin_index(sample_t, edges) == b) for b in range(len(edges) - 1)]
-    real_bins = [np.flatnonzero(_bin_index(real_t, edges) == b) for b in range(len(edges) - 1)]
-    generator = np.random.default_rng(seed)
-    errors = np.empty(num_resamples)
-    for k in range(num_resamples):
-        s, r = _stratified_resample(sample_bins, generator), _stratified_resample(real_bins, generator)
-        errors[k] = binned_comparison(sample_t[s], sample_values[s], real_t[r], real_values[r], edges).mean_abs_error
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(errors, tail)), float(np.percentile(errors, 100 - tail))
+    return _stratified_bootstrap(sample_t, real_t, edges, lambda s, r: binned_comparison(
+        sample_t[s], sample_values[s], real_t[r], real_values[r], edges).mean_abs_error, num_resamples, seed, level)
 
 
 def bootstrap_paired_difference(sample_t, baseline_values, other_values, real_t, real_values, edges,
@@ -179,17 +185,13 @@ def bootstrap_paired_difference(sample_t, baseline_values, other_values, real_t,
     if baseline_values.shape != other_values.shape:
         raise ValueError(f"paired sample sets must have one shape, got {baseline_values.shape} and {other_values.shape}")
     binned_comparison(sample_t, other_values, real_t, real_values, edges)  # validates the inputs once
-    sample_bins = [np.flatnonzero(_bin_index(sample_t, edges) == b) for b in range(len(edges) - 1)]
-    real_bins = [np.flatnonzero(_bin_index(real_t, edges) == b) for b in range(len(edges) - 1)]
-    generator = np.random.default_rng(seed)
-    differences = np.empty(num_resamples)
-    for k in range(num_resamples):
-        s, r = _stratified_resample(sample_bins, generator), _stratified_resample(real_bins, generator)
-        errors = [binned_comparison(sample_t[s], values[s], real_t[r], real_values[r], edges).mean_abs_error
-                  for values in (baseline_values, other_values)]
-        differences[k] = errors[1] - errors[0]
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(differences, tail)), float(np.percentile(differences, 100 - tail))
+
+    def difference(s, r):
+        baseline, other = (binned_comparison(sample_t[s], values[s], real_t[r], real_values[r], edges).mean_abs_error
+                           for values in (baseline_values, other_values))
+        return other - baseline
+
+    return _stratified_bootstrap(sample_t, real_t, edges, difference, num_resamples, seed, level)
 
 
 # ---------------------------------------------------------------------------------------------------
