@@ -551,6 +551,8 @@ def test_book_execute_refuses_an_undeclared_parameter(tmp_path):
     (["--tau", "0.1"], "--tau goes with --mask tail/head"),
     (["--schedule", "last"], "--k goes with --schedule last"),
     (["--k", "2"], "--k goes with --schedule last"),
+    (["--mask", "head", "--tau", "1", "--recompute"], "--recompute goes with --mask tail only"),
+    (["--mask", "tail", "--tau", "1", "--recompute", "--random-control"], "--recompute goes with --mask tail only"),
     (["--mask", "head", "--tau", "1", "--granularity", "local"], "invalid choice: 'local'"),
 ])
 def test_sampling_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, argv, match):
