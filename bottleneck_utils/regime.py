@@ -90,20 +90,26 @@ def regime_distance(row: pd.Series, bands: dict) -> float:
 
 
 def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
-    """For every axis whose first and last rungs are shipped: does each statistic move toward the regime?"""
+    """For every axis whose first and last rungs are shipped: does each statistic move toward the regime?
+
+    The column ``ends below bar`` names the end rungs whose ``meets_bar`` is False (a table without that column
+    counts every rung as meeting it): a move between models that do not yet do the task says little.
+    """
     rows = []
     for axis, rungs in AXES.items():
         present = [r for r in rungs if r in table.index]
         if len(present) < 2 or present[0] != rungs[0] or present[-1] != rungs[-1]:
             continue
         first, last = table.loc[rungs[0]], table.loc[rungs[-1]]
+        below = ", ".join(r.split("/")[1] for r in (rungs[0], rungs[-1]) if not table.loc[r].get("meets_bar", True))
         for key in STATISTICS:
             before, after = distance_to_band(first[key], bands[key]), distance_to_band(last[key], bands[key])
             change = after - before
             word = "in the band" if before == after == 0 else (
                 "toward" if change < -MOVE_FRACTION * before else "away" if change > MOVE_FRACTION * before else "flat")
             rows.append({"axis": axis, "from → to": f"{rungs[0].split('/')[1]} → {rungs[-1].split('/')[1]}",
-                         "statistic": key, "first": first[key], "last": last[key], "moves": word})
+                         "statistic": key, "first": first[key], "last": last[key], "moves": word,
+                         "ends below bar": below})
     return pd.DataFrame(rows)
 
 

@@ -30,6 +30,9 @@ def test_axis_moves_follow_the_stated_rule():
     assert moves["cos_y"] == "away"  # −0.05 → −0.30: further below 0.52
     assert moves["npr_y"] == "away"  # 0.60 is inside 36–70%, 0.90 is not
     assert set(regime.axis_moves(rungs, bands)["axis"]) == {"classes"}  # the other axes have no rungs here
+    assert set(regime.axis_moves(rungs, bands)["ends below bar"]) == {""}  # no meets_bar column: none flagged
+    rungs["meets_bar"] = [False, True, True]
+    assert set(regime.axis_moves(rungs, bands)["ends below bar"]) == {"c10"}
     assert not regime.in_regime(rungs.loc["ladder/c1000"], bands)
     assert regime.in_regime(pd.Series({"npr_c": 0.05, "cos_y": 0.6}), bands)
 
