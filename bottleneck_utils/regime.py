@@ -21,7 +21,8 @@ from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle
 
 # axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
-# 1e-4, SiT/REPA's flow objective); the timestep axis goes from the usual 1000 to Fig. 43's shorter schedules
+# 1e-4, SiT/REPA's flow objective, DiT's far longer training); the timestep axis goes from the usual 1000 to
+# Fig. 43's shorter schedules
 AXES = {
     "classes": ["ladder/c10", "ladder/c100", "ladder/c1000"],
     "width": ["ladder/c10", "ladder/d128", "ladder/d256"],
@@ -29,6 +30,7 @@ AXES = {
     "train timesteps": ["ladder/c10", "ladder/T200", "ladder/T100", "ladder/T50"],
     "objective (10 classes)": ["ladder/c10", "ladder/flow-c10"],
     "objective (1000 classes)": ["ladder/c1000", "ladder/flow-c1000"],
+    "training length": ["ladder/c10", "ladder/c10-long"],
 }
 STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
 MOVE_FRACTION = 0.1
