@@ -150,6 +150,16 @@ def finished_chapters(names: list[str], plans: dict[str, dict], jobs: int):
             yield futures[future], future.exception() or future.result()
 
 
+def previous_seconds(name: str) -> float:
+    """How long ``book/<name>.ipynb`` took when it was last executed (papermill's record); inf when unknown."""
+    import nbformat
+
+    path = OUTPUTS / f"{name}.ipynb"
+    if not path.is_file():
+        return float("inf")
+    return float(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("duration") or float("inf"))
+
+
 def execute_all(plans: dict[str, dict], jobs: int) -> list[str]:
     """Executes every planned chapter, ``jobs`` at a time, ``LAST_CHAPTERS`` after the rest; returns the failures.
 
@@ -158,6 +168,8 @@ def execute_all(plans: dict[str, dict], jobs: int) -> list[str]:
     """
     failures = []
     first, last = [name for name in plans if name not in LAST_CHAPTERS], [name for name in plans if name in LAST_CHAPTERS]
+    if jobs > 1:  # longest first (by the last execution's time), so that no long chapter starts last and runs alone
+        first.sort(key=previous_seconds, reverse=True)
     for wave in (first, last):
         for name, outcome in finished_chapters(wave, plans, jobs):
             if isinstance(outcome, BaseException):
