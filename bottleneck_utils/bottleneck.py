@@ -114,6 +114,8 @@ def l1_penalty(embedder: nn.Module, recipe: dict, timestep: torch.Tensor, labels
     """λ · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)``, for a recipe with
     ``"l1_c": λ``; 0 otherwise."""
     strength = recipe.get("l1_c", 0.0)
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
+        raise ValueError(f"recipe['l1_c'] must be a number >= 0 (the L1 strength λ), got {strength!r}")
     if not strength:
         return 0.0
     return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()

@@ -655,3 +655,11 @@ def test_variant_statistics_refuses_an_unshipped_name():
     with pytest.raises(ValueError, match="not shipped beyond variants") as error:
         beyond_study.variant_statistics(["beyond/k3"])
     assert "make train-beyond" in one_line(error)
+
+
+@pytest.mark.parametrize("strength", [-0.1, float("nan"), "0.1", True])
+def test_l1_penalty_refuses_a_strength_that_is_not_a_number_at_least_zero(strength):
+    from bottleneck_utils import bottleneck
+
+    with pytest.raises(ValueError, match=r"recipe\['l1_c'\] must be a number >= 0"):
+        bottleneck.l1_penalty(None, {"l1_c": strength}, torch.zeros(1), torch.zeros(1, dtype=torch.long))
