@@ -92,26 +92,30 @@ def regime_distance(row: pd.Series, bands: dict) -> float:
 
 
 def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
-    """For every axis whose first and last rungs are shipped: does each statistic move toward the regime?
+    """For every axis whose first rung and at least one other are shipped: does each statistic move toward the
+    regime from the first rung to the furthest shipped one?
 
     The column ``ends below bar`` names the end rungs whose ``meets_bar`` is False (a table without that column
-    counts every rung as meeting it): a move between models that do not yet do the task says little.
+    counts every rung as meeting it): a move between models that do not yet do the task says little. The column
+    ``pending`` names the axis's rungs not shipped yet, so a verdict read off part of an axis says so.
     """
     rows = []
     for axis, rungs in AXES.items():
         present = [r for r in rungs if r in table.index]
-        if len(present) < 2 or present[0] != rungs[0] or present[-1] != rungs[-1]:
+        if len(present) < 2 or present[0] != rungs[0]:
             continue
-        first, last = table.loc[rungs[0]], table.loc[rungs[-1]]
-        below = ", ".join(r.split("/")[1] for r in (rungs[0], rungs[-1]) if not table.loc[r].get("meets_bar", True))
+        ends = (rungs[0], present[-1])
+        first, last = table.loc[ends[0]], table.loc[ends[1]]
+        below = ", ".join(r.split("/")[1] for r in ends if not table.loc[r].get("meets_bar", True))
+        pending = ", ".join(r.split("/")[1] for r in rungs if r not in table.index)
         for key in STATISTICS:
             before, after = distance_to_band(first[key], bands[key]), distance_to_band(last[key], bands[key])
             change = after - before
             word = "in the band" if before == after == 0 else (
                 "toward" if change < -MOVE_FRACTION * before else "away" if change > MOVE_FRACTION * before else "flat")
-            rows.append({"axis": axis, "from → to": f"{rungs[0].split('/')[1]} → {rungs[-1].split('/')[1]}",
+            rows.append({"axis": axis, "from → to": " → ".join(r.split("/")[1] for r in ends),
                          "statistic": key, "first": first[key], "last": last[key], "moves": word,
-                         "ends below bar": below})
+                         "ends below bar": below, "pending": pending})
     return pd.DataFrame(rows)
 
 

@@ -37,6 +37,15 @@ def test_axis_moves_follow_the_stated_rule():
     assert regime.in_regime(pd.Series({"npr_c": 0.05, "cos_y": 0.6}), bands)
 
 
+def test_axis_moves_reads_a_partial_axis_to_its_furthest_shipped_rung():
+    bands = regime.paper_bands()
+    rungs = table(**{"ladder/c10": (0.50, 0.93, -0.05, 0.60), "ladder/c100": (0.30, 0.93, 0.2, 0.6)})
+    moves = regime.axis_moves(rungs, bands)
+    assert set(moves["from → to"]) == {"c10 → c100"} and set(moves["pending"]) == {"c1000"}
+    assert moves.set_index("statistic").loc["npr_c", "last"] == 0.30
+    assert regime.axis_moves(rungs.drop("ladder/c10"), bands).empty  # without the base rung there is no move
+
+
 def test_tail_overlap_is_one_when_t_does_not_change_the_order(bundle):
     share = 0.25
     overlap = regime.tail_overlap(bundle, share)
