@@ -45,7 +45,8 @@ def training_step(recipe: dict, batch_size: int, autocast: bool = False, compile
     ema = train.build_transformer(recipe["transformer"], seed=0).eval()
     forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
-    source = composite.CompositeDigits(torch.rand(1000, 1, 14, 14), torch.randint(10, (1000,)), recipe["classes"])
+    cell = recipe["cell"]  # the rung's digit size, so the canvas divides by its patch
+    source = composite.CompositeDigits(torch.rand(1000, 1, cell, cell), torch.randint(10, (1000,)), recipe["classes"])
     generator = torch.Generator().manual_seed(0)
 
     def step():

@@ -1,6 +1,8 @@
 """The regime ladder: each rung changes one factor of the base recipe; a finished rung is measured and shipped."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +73,13 @@ def test_a_rung_shipped_without_weights_loads_its_embedder_with_the_null_row(tmp
     table = ema.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.weight
     assert torch.equal(bundle.embedder.class_embedder.embedding_table.weight, table)  # 101 rows: the null included
     assert table.shape[0] == 101
+
+
+def test_bench_train_step_runs_on_a_rungs_data():
+    """bench_train draws its random digits at the rung's cell size, so its model sees the rung's canvas."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    recipe = ladder.RUNGS["ladder/c10"]
+    assert bench_train.step_flops(bench_train.training_step(recipe, batch_size=2)) > 0
