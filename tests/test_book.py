@@ -181,6 +181,18 @@ def test_declared_parameters_are_the_parameters_cell():
     assert {"model", "device", "num_steps", "zoom"} <= declared
 
 
+@pytest.mark.parametrize("source", sorted(book.SOURCES.glob("*.md")), ids=lambda path: path.stem)
+def test_papermill_reads_every_declared_parameter(source):
+    """`papermill --help-notebook` lists a parameter only if its line parses (a comment holding " = " does
+    not), so every declared parameter must be one papermill finds."""
+    from papermill.translators import PythonTranslator
+
+    notebook = jupytext.read(source)
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    found = {parameter.name for parameter in PythonTranslator.inspect(cells[0])} if cells else set()
+    assert book.declared_parameters(notebook) == found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parameters, message", [
     ({"num_steps": "50"}, "bad notebook parameters: num_steps='50'"),
