@@ -21,7 +21,7 @@ A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the lengt
 
 Quality: composite-digit agreement of CFG samples at several scales (:func:`quality.composite_quality`), written
 to ``quality.json``; a rung below the bar is shipped and reported as below it. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
-the class axis, DDPM and flow, and the long run) ship full weights for the pruning runs.
+the class axis, DDPM and flow, the long run and width 128) ship full weights for the pruning runs.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ RUNGS = {
 
 
 WEIGHTS_SHIPPED = {"ladder/c10", "ladder/c1000", "ladder/flow-c10", "ladder/flow-c1000",
-                   "ladder/c10-long"}  # c10-long: the closest rung to the regime once trained (cos(y) in the band)
+                   "ladder/c10-long",  # the closest rung to the regime at 40k steps (cos(y) in the band)
+                   "ladder/d128"}  # the closest once trained (nPR(c) and cos(c) nearest the bands)
 QUALITY_SAMPLES = {10: 500, 100: 1000, 1000: 2000}  # 50, 10 and 2 per class
 QUALITY_STEPS = 25
 
