@@ -484,6 +484,8 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
     parser.add_argument("command", choices=["train", "finish", "status"])
     parser.add_argument("names", nargs="*", help="which recipes (default: train the unshipped ones, else all)")
     parser.add_argument("--device", default="cpu", help="where to train (cuda for the largest rungs)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch threads (1 when jobs run side by side; all cores for one wide rung alone)")
     args = parser.parse_intermixed_args(argv)
     unknown = sorted(set(args.names) - set(registry))
     if unknown:
@@ -497,7 +499,7 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
         resolve_device(args.device)  # a one-line error before any work when the device is not there
     except RuntimeError as error:
         parser.error(str(error))
-    torch.set_num_threads(1)  # one job on one thread: parallel jobs on 2 cores only slow each other down
+    torch.set_num_threads(args.threads)
     for name in names:
         recipe, out_dir = registry[name], Path("runs") / name
         if args.command == "train":

@@ -181,3 +181,19 @@ def test_registry_train_without_names_skips_shipped_recipes_and_checks_the_devic
         with pytest.raises(SystemExit):
             train.registry_main(["train", "--device", "cuda", "r/new"], "", registry, None, None, None)
         assert "CUDA is not available" in capsys.readouterr().err and len(trained) == 2
+
+
+def test_registry_train_runs_on_the_threads_asked_for(tmp_path, monkeypatch, capsys):
+    registry, seen = fake_registry(tmp_path, monkeypatch), []
+    monkeypatch.setattr(train, "train_dit", lambda *args, **kwargs: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(train, "save_run", lambda *args: None)
+    threads = torch.get_num_threads()
+    try:
+        for argv in (["train", "r/new"], ["train", "--threads", "2", "r/new"]):
+            train.registry_main(argv, "", registry, lambda recipe: None, lambda name: {}, lambda name, quality: name)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 2]  # one thread unless asked: lanes side by side on 2 cores only slow each other down
+    with pytest.raises(SystemExit):
+        train.registry_main(["train", "--threads", "0", "r/new"], "", registry, None, None, None)
+    assert len(seen) == 2
