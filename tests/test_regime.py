@@ -89,3 +89,23 @@ def test_paired_interval_brackets_the_mean():
     values = torch.tensor([0.0, 1.0] * 50)
     mean, low, high = regime.paired_interval(values)
     assert mean == 0.5 and low < 0.5 < high and high - low < 0.3
+
+
+def test_paired_changes_draws_each_interval_of_each_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bottleneck_utils import plots
+
+    shifted = results(**{"tail-every": {"Δ per_digit": -0.3, "CI low": -0.4, "CI high": -0.2}})
+    fig, ax = plt.subplots()
+    plots.paired_changes(ax, {"a": results(), "b": shifted}, tolerance=0.02)
+    points = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]  # one marker line per model
+    assert [list(x) for x in points] == [[0.0] * 6, [-0.3] + [0.0] * 5]  # the unpruned row is left out
+    caps = sorted({round(x, 6) for line in ax.lines if line.get_marker() == "|" for x in line.get_xdata()})
+    assert caps == [-0.4, -0.2, -0.01, 0.01]  # the interval ends, both models
+    assert [label.get_text() for label in ax.get_yticklabels()][0] == "tail-every"
+    assert any(list(line.get_xdata()) == [-0.02, -0.02] for line in ax.lines)  # the harm tolerance
+    plt.close(fig)
