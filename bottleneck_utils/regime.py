@@ -179,8 +179,10 @@ def pruning_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: 
 
 
 def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_steps: int, cfg_scale: float,
-                      tail_share: float, last_k: int, head_k: int, seed: int = 0) -> pd.DataFrame:
-    """Samples every :func:`pruning_settings` setting from the same noise and scores it against the unpruned run.
+                      tail_share: float, last_k: int, head_k: int, seed: int = 0,
+                      autocast: str | None = None) -> pd.DataFrame:
+    """Samples every :func:`pruning_settings` setting from the same noise and scores it against the unpruned run
+    (every setting at the transformer precision ``autocast``, see :func:`sampling.sample`).
 
     Returns one row per setting, indexed by its key (``"unpruned"``, ``"tail-every"``, …): its label, share of c removed, per-digit and all-digit agreement, the paired change of the
     per-digit agreement with its 95% bootstrap interval, and the mean |Δ pixel| from the unpruned sample.
@@ -193,7 +195,7 @@ def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_st
     rows, baseline = [], None
     for key, label, mask, schedule in pruning_settings(bundle, num_steps, tail_share, last_k, head_k):
         images = sampling.sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
-                                 schedule=schedule, progress=False)
+                                 schedule=schedule, autocast=autocast, progress=False)
         cells = composite.cells_of(images)[:, : wanted.shape[1]]  # (n, k, 1, s, s)
         cells = composite.readable(cells.reshape(-1, *cells.shape[2:]))
         hits = (classifier.predict(reader, cells).argmax(-1).reshape(wanted.shape) == wanted).double()  # (n, k)
@@ -208,14 +210,14 @@ def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_st
 
 
 def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, last_k: int, head_k: int,
-               seed: int = 0, device: str = "cpu") -> pd.DataFrame:
+               seed: int = 0, device: str = "cpu", autocast: str | None = None) -> pd.DataFrame:
     """:func:`composite_pruning` on a shipped rung (with weights), at the CFG scale its quality record found best."""
     from bottleneck_utils import ladder
     from bottleneck_utils.models import load
 
     quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
     return composite_pruning(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
-                             quality["best_cfg"], tail_share, last_k, head_k, seed)
+                             quality["best_cfg"], tail_share, last_k, head_k, seed, autocast)
 
 
 # ---------------------------------------------------------------------------------------------------

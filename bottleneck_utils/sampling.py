@@ -71,6 +71,23 @@ def _check_int(name: str, value, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
+AUTOCAST_CHOICES = ("auto", "none", "bfloat16", "float16")
+
+
+def resolve_autocast(autocast: str, device: str) -> str | None:
+    """A chapter's ``autocast`` parameter as :func:`sample` takes it: ``"auto"`` is bfloat16 on cuda and None (float32)
+    elsewhere, ``"none"`` is None, ``"bfloat16"`` and ``"float16"`` stay.
+
+    Raises:
+        ValueError: any other value, naming the choices.
+    """
+    if autocast not in AUTOCAST_CHOICES:
+        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {autocast!r}")
+    if autocast == "auto":
+        return "bfloat16" if str(device).startswith("cuda") else None
+    return None if autocast == "none" else autocast
+
+
 def _autocast(bundle: Bundle, dtype: str | None):
     """``torch.autocast`` to ``dtype`` on the bundle's device; a no-op for None or ``"float32"``."""
     if dtype is None or resolve_dtype(dtype) == torch.float32:

@@ -106,6 +106,7 @@ def test_paired_changes_draws_each_interval_of_each_model():
     assert [list(x) for x in points] == [[0.0] * 6, [-0.3] + [0.0] * 5]  # the unpruned row is left out
     caps = sorted({round(x, 6) for line in ax.lines if line.get_marker() == "|" for x in line.get_xdata()})
     assert caps == [-0.4, -0.2, -0.01, 0.01]  # the interval ends, both models
-    assert [label.get_text() for label in ax.get_yticklabels()][0] == "tail-every"
+    assert [label.get_text() for label in ax.get_yticklabels()] == [
+        "tail-every", "tail-first", "tail-last", "random-tail", "head", "random-head"]
     assert any(list(line.get_xdata()) == [-0.02, -0.02] for line in ax.lines)  # the harm tolerance
     plt.close(fig)

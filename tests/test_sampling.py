@@ -8,7 +8,7 @@ import torch
 from conftest import FLOAT32_DRIFT, record_class_labels
 from PIL import Image
 
-from bottleneck_utils.sampling import initial_noise, sample
+from bottleneck_utils.sampling import initial_noise, resolve_autocast, sample
 
 
 def test_shapes_range_and_bit_identical_rerun(bundle):
@@ -114,3 +114,15 @@ def test_balanced_labels_and_npz_round_trip(tmp_path):
     loaded, labels = load_npz(tmp_path / "s.npz")
     # uint8 storage rounds to the nearest of 256 levels: half a level, plus float32 rounding of x·255 (~1e-7)
     assert labels.tolist() == [2, 0, 1, 2] and (loaded - images).abs().max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("autocast, device, resolved", [
+    ("auto", "cpu", None), ("auto", "cuda", "bfloat16"), ("auto", "cuda:1", "bfloat16"), ("none", "cuda", None),
+    ("bfloat16", "cpu", "bfloat16"), ("float16", "cuda", "float16")])
+def test_resolve_autocast(autocast, device, resolved):
+    assert resolve_autocast(autocast, device) == resolved
+
+
+def test_resolve_autocast_names_the_choices():
+    with pytest.raises(ValueError, match="autocast must be one of auto, none, bfloat16, float16, got 'bf16'"):
+        resolve_autocast("bf16", "cpu")
