@@ -106,7 +106,7 @@ def paired_changes(ax, results: dict, tolerance: float) -> None:
     Args:
         ax: one axes.
         results: model name → a :func:`regime.composite_pruning` table (columns ``setting``, ``Δ per_digit``,
-            ``CI low``, ``CI high``; the ``unpruned`` row is left out).
+            ``CI low``, ``CI high``), all with the first one's rows; the ``unpruned`` row is left out.
         tolerance: the harm tolerance, drawn as a dashed line at −tolerance.
     """
     keys = [key for key in next(iter(results.values())).index if key != "unpruned"]
@@ -117,7 +117,8 @@ def paired_changes(ax, results: dict, tolerance: float) -> None:
                     label=name)
     ax.axvline(0, color="0.5", linewidth=0.8)
     ax.axvline(-tolerance, color="C3", linestyle="--", linewidth=1, label=f"harm tolerance −{tolerance:.0%}")
-    ax.set_yticks(range(len(keys)), table.loc[keys, "setting"])
+    ax.set_yticks(range(len(keys)), [" / ".join(dict.fromkeys(table.loc[key, "setting"] for table in results.values()))
+                                     for key in keys])  # one label per setting, each model's where they differ
     ax.invert_yaxis()
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:+.0%}"))
     ax.set(xlabel="paired change in per-digit agreement (95% interval)")

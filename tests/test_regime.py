@@ -99,7 +99,7 @@ def test_paired_changes_draws_each_interval_of_each_model():
 
     from bottleneck_utils import plots
 
-    shifted = results(**{"tail-every": {"Δ per_digit": -0.3, "CI low": -0.4, "CI high": -0.2}})
+    shifted = results(**{"tail-every": {"Δ per_digit": -0.3, "CI low": -0.4, "CI high": -0.2}, "head": {"setting": "h2"}})
     fig, ax = plt.subplots()
     plots.paired_changes(ax, {"a": results(), "b": shifted}, tolerance=0.02)
     points = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]  # one marker line per model
@@ -107,6 +107,6 @@ def test_paired_changes_draws_each_interval_of_each_model():
     caps = sorted({round(x, 6) for line in ax.lines if line.get_marker() == "|" for x in line.get_xdata()})
     assert caps == [-0.4, -0.2, -0.01, 0.01]  # the interval ends, both models
     assert [label.get_text() for label in ax.get_yticklabels()] == [
-        "tail-every", "tail-first", "tail-last", "random-tail", "head", "random-head"]
+        "tail-every", "tail-first", "tail-last", "random-tail", "head / h2", "random-head"]  # labels that differ: both
     assert any(list(line.get_xdata()) == [-0.02, -0.02] for line in ax.lines)  # the harm tolerance
     plt.close(fig)
