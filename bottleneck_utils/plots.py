@@ -108,7 +108,12 @@ def paired_changes(ax, results: dict, tolerance: float) -> None:
         results: model name → a :func:`regime.composite_pruning` table (columns ``setting``, ``Δ per_digit``,
             ``CI low``, ``CI high``), all with the first one's rows; the ``unpruned`` row is left out.
         tolerance: the harm tolerance, drawn as a dashed line at −tolerance.
+
+    Raises:
+        ValueError: no results.
     """
+    if not results:
+        raise ValueError("paired_changes needs the results of at least one model")
     keys = [key for key in next(iter(results.values())).index if key != "unpruned"]
     offsets = np.linspace(-0.15, 0.15, len(results)) if len(results) > 1 else [0.0]
     for (name, table), offset in zip(results.items(), offsets):

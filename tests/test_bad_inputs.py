@@ -663,3 +663,24 @@ def test_l1_penalty_refuses_a_strength_that_is_not_a_number_at_least_zero(streng
 
     with pytest.raises(ValueError, match=r"recipe\['l1_c'\] must be a number >= 0"):
         bottleneck.l1_penalty(None, {"l1_c": strength}, torch.zeros(1), torch.zeros(1, dtype=torch.long))
+
+
+def test_resolve_autocast_names_the_choices():
+    from bottleneck_utils.sampling import resolve_autocast
+
+    with pytest.raises(ValueError, match="autocast must be one of auto, none, bfloat16, float16, got 'bf16'"):
+        resolve_autocast("bf16", "cpu")
+
+
+def test_paired_changes_refuses_no_results():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bottleneck_utils import plots
+
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="at least one model"):
+        plots.paired_changes(ax, {}, tolerance=0.02)
+    plt.close(fig)
