@@ -36,10 +36,10 @@ QUALITY_STEPS = 25
 QUALITY_PER_CLASS = 30
 
 
-def finish(name: str) -> dict:
-    """Measures a finished variant's quality into ``quality.json`` and installs it (weights included)."""
+def finish(name: str, device: str = "cpu") -> dict:
+    """Measures a finished variant's quality on ``device`` into ``quality.json`` and installs it (weights included)."""
     return train.finish_run(name, lambda bundle: mnist_quality(bundle, QUALITY_PER_CLASS, QUALITY_STEPS), True,
-                            "python -m bottleneck_utils.beyond")
+                            "python -m bottleneck_utils.beyond", device)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,11 +11,16 @@ Each rung changes one factor:
     objective    ladder/flow-c10, ladder/flow-c1000             (SiT's flow convention)
     length       ladder/c10-long                                (the base, run 10× mnist-dit's 4,000 steps)
 
+Beyond the issue's axes, rungs sized for a GPU (each about 10 CPU hours): ``ladder/d512`` extends the width axis
+toward the paper's 1152, and ``ladder/d128-long``, ``ladder/d256-long`` and ``ladder/c1000-long`` run the width and
+class rungs 40,000 steps (each changes one factor from its own rung).
+
 A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
 
     python -m bottleneck_utils.ladder train [RUNG ...]    # train, measure and ship rungs one after another
                                                           # (default: every rung not shipped yet; --device cuda)
     python -m bottleneck_utils.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
+                                                          # (--device cuda measures on the GPU)
     python -m bottleneck_utils.ladder status [RUNG ...]   # shipped, training (last logged step) or pending
     python -m bottleneck_utils.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
 
@@ -75,6 +80,12 @@ RUNGS = {
     "ladder/d128": rung(10, width=128),
     "ladder/d256": rung(10, width=256),
     "ladder/c10-long": rung(10, steps=40000),
+    # beyond the issue's axes, for a GPU (about 10 CPU hours each): width toward the paper's 1152, and the long run
+    # on the wider and the 1000-class rungs
+    "ladder/d512": rung(10, width=512),
+    "ladder/d128-long": rung(10, width=128, steps=40000),
+    "ladder/d256-long": rung(10, width=256, steps=40000),
+    "ladder/c1000-long": rung(1000, steps=40000),
 }
 
 
@@ -92,14 +103,14 @@ def source(recipe: dict) -> composite.CompositeDigits:
                                      recipe["classes"])
 
 
-def finish(name: str) -> dict:
-    """Measures a finished rung's quality into ``quality.json`` and installs it into the package data."""
+def finish(name: str, device: str = "cpu") -> dict:
+    """Measures a finished rung's quality on ``device`` into ``quality.json`` and installs it into the package data."""
     from bottleneck_utils import train
 
     classes = RUNGS[name]["classes"]
     return train.finish_run(name, lambda bundle: composite_quality(bundle, classes, QUALITY_SAMPLES[classes],
                                                                    QUALITY_STEPS),
-                            name in WEIGHTS_SHIPPED, "python -m bottleneck_utils.ladder")
+                            name in WEIGHTS_SHIPPED, "python -m bottleneck_utils.ladder", device)
 
 
 def main(argv: list[str] | None = None) -> None:

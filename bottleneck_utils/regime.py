@@ -25,12 +25,15 @@ from bottleneck_utils.models import Bundle
 # Fig. 43's shorter schedules
 AXES = {
     "classes": ["ladder/c10", "ladder/c100", "ladder/c1000"],
-    "width": ["ladder/c10", "ladder/d128", "ladder/d256"],
+    "width": ["ladder/c10", "ladder/d128", "ladder/d256", "ladder/d512"],
     "learning rate": ["ladder/c10", "ladder/lr1e-4"],
     "train timesteps": ["ladder/c10", "ladder/T200", "ladder/T100", "ladder/T50"],
     "objective (10 classes)": ["ladder/c10", "ladder/flow-c10"],
     "objective (1000 classes)": ["ladder/c1000", "ladder/flow-c1000"],
     "training length": ["ladder/c10", "ladder/c10-long"],
+    "training length (width 128)": ["ladder/d128", "ladder/d128-long"],
+    "training length (width 256)": ["ladder/d256", "ladder/d256-long"],
+    "training length (1000 classes)": ["ladder/c1000", "ladder/c1000-long"],
 }
 STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
 MOVE_FRACTION = 0.1

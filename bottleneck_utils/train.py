@@ -316,9 +316,8 @@ def update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> float
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1 - ema_decay)
+    with torch.no_grad():  # one multi-tensor lerp: a kernel launch per parameter dominated small steps on cuda
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - ema_decay)
     return loss.item()
 
 
@@ -458,15 +457,16 @@ def organism(name: str) -> tuple[dict, object]:
     return ORGANISMS[name], source
 
 
-def finish_run(name: str, measure, weights: bool, command: str) -> dict:
-    """Measures the finished run ``runs/NAME`` (``measure(bundle)`` → a quality record), writes its ``quality.json``
-    and installs it (with its weights, or its embedder only); ``command`` trains it, for the error message."""
+def finish_run(name: str, measure, weights: bool, command: str, device: str = "cpu") -> dict:
+    """Measures the finished run ``runs/NAME`` on ``device`` (``measure(bundle)`` → a quality record, to which the
+    device is added), writes its ``quality.json`` and installs it (with its weights, or its embedder only);
+    ``command`` trains it, for the error message."""
     from bottleneck_utils.models import load
 
     out_dir = Path("runs") / name
     if not (out_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"{out_dir} has no saved model: train it first ({command} train {name})")
-    quality = measure(load(str(out_dir)))
+    quality = measure(load(str(out_dir), device=device)) | {"device": str(device)}
     write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
     install(out_dir, name, weights=weights)
     return quality
@@ -500,12 +500,20 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
     except RuntimeError as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
+    allow_tf32_on_cuda(args.device)
     for name in names:
         recipe, out_dir = registry[name], Path("runs") / name
         if args.command == "train":
             ema = train_dit(recipe, source_of(recipe), recipe["steps"], 0, out_dir, device=args.device)
             save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        print(f"{describe(name, finish(name))}; installed")
+        print(f"{describe(name, finish(name, args.device))}; installed")
+
+
+def allow_tf32_on_cuda(device: str) -> None:
+    """On cuda, lets float32 matmuls run in TF32, as the original DiT's ``train.py`` does; cpu is left as it is."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def shipped_quality(name: str) -> dict | None:
@@ -558,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     steps = args.steps or recipe["steps"]
+    allow_tf32_on_cuda(args.device)
     ema = train_dit(recipe, source, steps, args.seed, out_dir, device=args.device)
     save_run(out_dir, ema, recipe, steps, args.seed)
     print(f"saved {args.name} into {out_dir}")

@@ -2,12 +2,15 @@
 
 import importlib.util
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from bottleneck_utils import integrity, ladder, quality, train
+from tools import train_side_by_side
 
 FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}
 
@@ -23,7 +26,8 @@ def test_each_rung_differs_from_the_base_in_its_own_factors_only(name):
     base, recipe = factors(ladder.RUNGS["ladder/c10"]), factors(ladder.RUNGS[name])
     changed = {key for key in FACTORS if recipe[key] != base[key]}
     allowed = {"ladder/c1000": {"classes"}, "ladder/flow-c1000": {"classes", "objective"},
-               "ladder/c10-long": {"steps"}}.get(name)
+               "ladder/c10-long": {"steps"}, "ladder/d128-long": {"width", "steps"},
+               "ladder/d256-long": {"width", "steps"}, "ladder/c1000-long": {"classes", "steps"}}.get(name)
     assert changed <= (allowed or FACTORS) and len(changed) <= 3
     assert recipe["classes"] == ladder.RUNGS[name]["transformer"]["num_embeds_ada_norm"]
     assert len(ladder.RUNGS[name]["class_names"]) == recipe["classes"]
@@ -45,7 +49,7 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     assert set(measured["by_cfg"]) == {"1.0", "2.0"} and 0 <= measured["per_digit"] <= 1
     assert measured["meets_bar"] == (measured["per_digit"] >= quality.BAR)
     shipped = tmp_path / "checkpoints" / "ladder" / "c10"
-    assert json.loads((shipped / "quality.json").read_text()) == measured
+    assert json.loads((shipped / "quality.json").read_text()) == measured and measured["device"] == "cpu"
     assert (shipped / "model.safetensors").is_file()  # c10 is one of the pruning rungs
     manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
     assert manifest["ladder/c10"]["sha256"] == integrity.sha256_of(shipped / "model.safetensors")
@@ -83,3 +87,22 @@ def test_bench_train_step_runs_on_a_rungs_data():
     spec.loader.exec_module(bench_train)
     recipe = ladder.RUNGS["ladder/c10"]
     assert bench_train.step_flops(bench_train.training_step(recipe, batch_size=2)) > 0
+
+
+def test_side_by_side_runs_commands_at_once_and_stops_those_past_the_deadline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quick = [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"]
+    slow = [sys.executable, "-c", "import time; time.sleep(60)"]
+    reports = []
+    started = time.monotonic()
+    status = train_side_by_side.run_side_by_side({"a/quick": quick, "a/slow": slow}, 3.0, 1.0,
+                                                 lambda: reports.append(1), threads=2)
+    assert status == {"a/quick": 0, "a/slow": None} and time.monotonic() - started < 30
+    assert (tmp_path / "runs" / "a" / "quick" / "train.out").read_text() == "2\n" and len(reports) >= 2
+
+
+def test_side_by_side_refuses_unknown_rungs_before_starting_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        train_side_by_side.main(["--minutes", "1", "ladder/c10", "ladder/nope"])
+    assert "unknown rungs ['ladder/nope']" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -174,7 +174,7 @@ def test_registry_train_without_names_skips_shipped_recipes_and_checks_the_devic
     monkeypatch.setattr(train, "train_dit", lambda recipe, source, steps, seed, out_dir, device: trained.append(
         (str(out_dir), device)))
     monkeypatch.setattr(train, "save_run", lambda *args: None)
-    train.registry_main(["train"], "", registry, lambda recipe: None, lambda name: {}, lambda name, quality: name)
+    train.registry_main(["train"], "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
     assert trained == [("runs/r/half", "cpu"), ("runs/r/new", "cpu")]
     assert capsys.readouterr().out.splitlines() == ["r/half; installed", "r/new; installed"]
     if not torch.cuda.is_available():
@@ -190,7 +190,7 @@ def test_registry_train_runs_on_the_threads_asked_for(tmp_path, monkeypatch, cap
     threads = torch.get_num_threads()
     try:
         for argv in (["train", "r/new"], ["train", "--threads", "2", "r/new"]):
-            train.registry_main(argv, "", registry, lambda recipe: None, lambda name: {}, lambda name, quality: name)
+            train.registry_main(argv, "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2]  # one thread unless asked: lanes side by side on 2 cores only slow each other down
