@@ -307,7 +307,7 @@ def _resume(path: Path, recipe: dict, seed: int, steps: int, model, ema, optimiz
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
+    generator.set_state(state["generator"].cpu())  # map_location moved it to the model's device
     return state["step"], state["rows"], state["loss"]
 
 
