@@ -165,7 +165,8 @@ def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.9
 
 def pruning_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: int, head_k: int) -> list[tuple]:
     """(key, label, mask, schedule) of the chapter's settings: the unpruned baseline, the tail at every step / at t₀
-    / in the last k steps, its random control, the top-k head and its random control."""
+    / in the last k steps, its random control, and the top-k head (the head claim reads the head alone, so it has
+    no random control here: the pruning chapter has one)."""
     from bottleneck_utils import masks
 
     tau = masks.threshold_for_fraction(bundle, tail_share, num_steps=num_steps)
@@ -177,8 +178,7 @@ def pruning_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: 
             ("tail-first", f"tail {share}, t₀ only", tail, "first"),
             ("tail-last", f"tail {share}, last {last_k} steps", tail, masks.Schedule("last", last_k)),
             ("random-tail", f"random {share}, every step", masks.random_mask(tail, seed=1), "every"),
-            ("head", f"head top-{head_k}, every step", head, "every"),
-            ("random-head", f"random {head_k}, every step", masks.random_mask(head, seed=2), "every")]
+            ("head", f"head top-{head_k}, every step", head, "every")]
 
 
 def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_steps: int, cfg_scale: float,
