@@ -13,7 +13,7 @@ Each rung changes one factor:
 
 Beyond the issue's axes, rungs sized for a GPU (each about 10 CPU hours): ``ladder/d512`` extends the width axis
 toward the paper's 1152, and ``ladder/d128-long``, ``ladder/d256-long`` and ``ladder/c1000-long`` run the width and
-class rungs 40,000 steps (each changes one factor from its own rung).
+class rungs longer (each changes one factor from its own rung): 40,000 steps, except d256-long's 34,000 (see its entry).
 
 A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
 
@@ -26,7 +26,7 @@ A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the lengt
 
 Quality: composite-digit agreement of CFG samples at several scales (:func:`quality.composite_quality`), written
 to ``quality.json``; a rung below the bar is shipped and reported as below it. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
-the class axis, DDPM and flow, the long run and width 128) ship full weights for the pruning runs.
+the class axis, DDPM and flow, the long run, width 128 and the closest, d256-long) ship full weights for the pruning runs.
 """
 
 from __future__ import annotations
