@@ -511,7 +511,7 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
 
 def allow_tf32_on_cuda(device: str) -> None:
     """On cuda, lets float32 matmuls run in TF32, as the original DiT's ``train.py`` does; cpu is left as it is."""
-    if torch.device(device).type == "cuda":
+    if resolve_device(device).type == "cuda":  # a bad device fails here in one line, as in train_dit
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 

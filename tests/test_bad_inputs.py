@@ -684,3 +684,18 @@ def test_paired_changes_refuses_no_results():
     with pytest.raises(ValueError, match="at least one model"):
         plots.paired_changes(ax, {}, tolerance=0.02)
     plt.close(fig)
+
+
+def test_allow_tf32_refuses_an_unknown_device_in_one_line():
+    with pytest.raises(RuntimeError, match="unsupported device 'gpu0'"):
+        train.allow_tf32_on_cuda("gpu0")
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--steps"])
+def test_side_by_side_refuses_non_positive_counts(flag, tmp_path, monkeypatch, capsys):
+    from tools import train_side_by_side
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        train_side_by_side.main(["--minutes", "1", flag, "0", "ladder/c10"])
+    assert "must be a positive integer" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bottleneck_utils import ladder
+from bottleneck_utils.train import positive_int
 
 
 def last_logged_step(name: str) -> int:
@@ -59,9 +60,10 @@ def run_side_by_side(commands: dict[str, list[str]], seconds: float, report_ever
 def progress_line(names: list[str], started: float) -> str:
     """``rung step/total`` for each rung, with the mean rate since ``started``."""
     elapsed = max(time.monotonic() - started, 1e-9)
+    steps = {name: last_logged_step(name) for name in names}
     return f"[{elapsed:5.0f} s] " + "  ".join(
-        f"{name.split('/')[-1]} {last_logged_step(name):,}/{ladder.RUNGS[name]['steps']:,} "
-        f"({last_logged_step(name) / elapsed:.0f}/s)" for name in names)
+        f"{name.split('/')[-1]} {steps[name]:,}/{ladder.RUNGS[name]['steps']:,} ({steps[name] / elapsed:.0f}/s)"
+        for name in names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="+", help="ladder rungs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--minutes", type=float, required=True, help="training deadline; then the finished are shipped")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rung")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per rung")
     parser.add_argument("--report-every", type=float, default=30.0, help="seconds between progress lines")
-    parser.add_argument("--steps", type=int, default=None, help="train only this many steps (a smoke run)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="train only this many steps (a smoke run)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(ladder.RUNGS))
     if unknown:
