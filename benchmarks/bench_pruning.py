@@ -13,11 +13,11 @@ always exits 0 (it is a benchmark, not a test); it prints PASS/FAIL against the 
    tokens), so the hook's fixed cost per call weighs more here than on any real model: this is the worst case.
    Target: masked / unmasked time <= 1.03.
 2. What a sparse c saves in the adaLN projection (the paper's Fig. 42 says "faster", with no numbers). Dense
-   ``Linear(D, 6D)`` on silu(c) against ``compute.compact_projection`` on the kept coordinates (with the gather
+   ``Linear(D, 6D)`` on silu(c) against ``adaln_cost.compact_projection`` on the kept coordinates (with the gather
    c[:, kept] counted), at the DiT-XL/2 shape (D = 1152, CFG batch 2 x 128) and at mnist-dit's (D = 128), for
-   Table 2's removed fractions (38.94% and 66.21%), timed by ``compute.projection_ratio`` (the pruning chapter's
+   Table 2's removed fractions (38.94% and 66.21%), timed by ``adaln_cost.projection_ratio`` (the pruning chapter's
    measurement). Random weights: only shapes matter. No target; the ratio and the projection's share of a
-   DiT-XL/2 forward (FLOPs, ``compute.adaln_flop_share``) are printed.
+   DiT-XL/2 forward (FLOPs, ``adaln_cost.adaln_flop_share``) are printed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package is u
 
 from bench_core import alternate, verdict  # the timing helpers, shared with the core benchmark (same folder)
 
-from bottleneck_utils import compute, masks
+from bottleneck_utils import adaln_cost, masks
 from bottleneck_utils.models import load
 from bottleneck_utils.sampling import balanced_labels, sample
 
@@ -71,14 +71,14 @@ def bench_mask_overhead(repeats: int, num_images: int, num_steps: int, last_k: i
 def bench_adaln(repeats: int) -> None:
     print("[2] adaLN projection: gather c[:, kept] + Linear(|kept|, 6D) over the dense Linear(D, 6D)")
     torch.manual_seed(0)
-    for name, hidden, batch in (("DiT-XL/2", compute.DIT_XL["hidden"], 256), ("mnist-dit", 128, 512)):
+    for name, hidden, batch in (("DiT-XL/2", adaln_cost.DIT_XL["hidden"], 256), ("mnist-dit", 128, 512)):
         linear = torch.nn.Linear(hidden, 6 * hidden)  # random weights: only the shapes matter
         for fraction in (0.3894, 0.6621):
-            removed = compute.random_removed(hidden, fraction)
-            ratio = compute.projection_ratio(linear, removed, batch, rounds=repeats, inner=20)
+            removed = adaln_cost.random_removed(hidden, fraction)
+            ratio = adaln_cost.projection_ratio(linear, removed, batch, rounds=repeats, inner=20)
             print(f"    {name:>9} D={hidden:4d} batch {batch}, {fraction:.2%} removed: sparse / dense time "
                   f"{ratio:5.2f}  (ideal {1 - fraction:.2f})")
-    share = compute.adaln_flop_share(**compute.DIT_XL)
+    share = adaln_cost.adaln_flop_share(**adaln_cost.DIT_XL)
     print(f"    the adaLN projections are {share:.2%} of a DiT-XL/2 forward's FLOPs (256 tokens, 28 blocks): "
           "that bounds what pruning c can save")
 

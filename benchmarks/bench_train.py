@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import alternate
 
-from bottleneck_utils import composite, ladder, train
+from bottleneck_utils.organisms import composite, ladder, train
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:

@@ -3,7 +3,7 @@
 No sampling is needed: c depends only on the label and the timestep.
 
 "Labels" are class ids for a class-conditional model and condition values (e.g. temperatures) for a
-continuous-condition model (``bundle.condition`` set; see :mod:`bottleneck_utils.conditions`). For the latter,
+continuous-condition model (``bundle.condition`` set; see :mod:`bottleneck_utils.continuous`). For the latter,
 "every condition" (``labels=None``) means a grid of ``conditions.DEFAULT_GRID`` evenly spaced values over the
 trained range, and values outside that range raise.
 """
@@ -15,7 +15,7 @@ import copy
 import torch
 
 from bottleneck_utils import stats
-from bottleneck_utils.conditions import DEFAULT_GRID
+from bottleneck_utils.continuous import DEFAULT_GRID
 from bottleneck_utils.models import Bundle
 
 PARTS = ("y+t", "y", "t")
@@ -198,8 +198,6 @@ def timestep_sweep(bundle: Bundle, timesteps, labels=None, chunk: int = 32) -> d
     Returns:
         ``{"timestep": (T,), "cosine": (T,), "npr": (T,)}`` as float64 CPU tensors.
     """
-    from bottleneck_utils import stats
-
     timesteps = check_timesteps(bundle, timesteps)
     y = class_embeddings(bundle, labels).double()  # (n, d)
     t = timestep_embeddings(bundle, timesteps).double()  # (T, d)

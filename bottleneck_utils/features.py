@@ -114,22 +114,3 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     """Rounds [0, 1] images to the 256 levels of a uint8 image, so samples and real data are treated alike."""
     return (check_images(images) * 255).round() / 255
 
-
-@torch.no_grad()
-def classifier_outputs(model, images: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128), class probabilities (N, 10)) of (N, 1, 14, 14) images in [0, 1], quantized first."""
-    from bottleneck_utils.classifier import IMAGE_SHAPE
-
-    images = check_images(images)
-    if tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"the MNIST classifier takes {IMAGE_SHAPE} images, got {tuple(images.shape[1:])}")
-    device = next(model.parameters()).device
-    features, probs = [], []
-    for start in range(0, len(images), batch_size):
-        batch = quantize(images[start : start + batch_size]).to(device)  # (B, 1, 14, 14)
-        hidden = model.features(batch)  # (B, 128)
-        features.append(hidden.double().cpu().numpy())
-        probs.append(model.fc2(hidden).softmax(-1).double().cpu().numpy())
-    if not features:  # no images: empty arrays of the right widths
-        return np.empty((0, model.fc1.out_features)), np.empty((0, model.fc2.out_features))
-    return np.concatenate(features), np.concatenate(probs)

@@ -7,8 +7,13 @@ clamped to [0, 1] would give a plausible but wrong FID.
 
 from __future__ import annotations
 
+import numbers
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
 
 def check_images(images, what: str = "images") -> torch.Tensor:
@@ -36,7 +41,82 @@ def check_images(images, what: str = "images") -> torch.Tensor:
     return images
 
 
+def check_int(name: str, value, low: int) -> None:
+    """Raises ValueError unless ``value`` is an int (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] → (N, H, W, C) uint8, rounded (what a PNG stores)."""
     images = check_images(images)
     return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _check_written(images, labels, first_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (N, H, W, C), labels (N,)) of what is about to be written, or a ValueError before anything is."""
+    pixels = to_uint8(images)  # refuses anything but (N, C, H, W) floats in [0, 1]
+    labels = torch.as_tensor(labels).cpu().flatten().numpy()
+    labels = labels.astype(np.int64) if labels.size == 0 else labels  # [] is float; an empty shard keeps int labels
+    if len(labels) != len(pixels):
+        raise ValueError(f"got {len(pixels)} images but {len(labels)} labels; pass one label per image")
+    check_int("first_index", first_index, 0)
+    return pixels, labels
+
+
+def write_pngs(images: torch.Tensor, labels, output_dir: str | Path, first_index: int = 0) -> None:
+    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file."""
+    pixels, labels = _check_written(images, labels, first_index)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for offset, (image, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
+        array = image[..., 0] if image.shape[-1] == 1 else image
+        write_atomically(output_dir / f"{first_index + offset:06d}_{label}.png",
+                         lambda temporary, array=array: Image.fromarray(np.ascontiguousarray(array)).save(
+                             temporary, format="PNG"))
+
+
+def write_atomically(path: Path, write) -> None:
+    """Calls ``write(temporary_path)`` on a temporary file beside ``path``, then renames it onto ``path``: a reader
+    never sees a half-written file, and on any error the temporary is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    """``np.savez`` of ``arrays`` to ``path`` through :func:`write_atomically`."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    write_atomically(path, write)
+
+
+def save_npz(images: torch.Tensor, labels, path: str | Path, first_index: int = 0) -> Path:
+    """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically.
+
+    N may be 0 (an empty shard): ``arr_0`` is then (0, H, W, C).
+    """
+    pixels, labels = _check_written(images, labels, first_index)
+    indices = np.arange(first_index, first_index + len(labels))
+    atomic_savez(Path(path), arr_0=pixels, labels=labels, indices=indices)
+    return Path(path)
+
+
+def load_npz(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
+    """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels."""
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"arr_0", "labels"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}: it is not a file written by save_npz")
+        pixels, labels = archive["arr_0"], archive["labels"]
+    if pixels.dtype != np.uint8 or pixels.ndim != 4:
+        raise ValueError(f"{path}: arr_0 must be (N, H, W, C) uint8, got {pixels.dtype} {pixels.shape}")
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels

@@ -1,8 +1,8 @@
 """Integrity of the shipped weight files: the sha256 of each, recorded in ``checkpoints/manifest.json``.
 
-Every loader of package data (:mod:`bottleneck_utils.models`, :mod:`bottleneck_utils.classifier`) reads its
+Every loader of package data (:mod:`bottleneck_utils.models`, :mod:`bottleneck_utils.organisms.classifier`) reads its
 weights through :func:`verified`; the trainer records a new sha256 when it installs a run
-(``python -m bottleneck_utils.train NAME --install``).
+(``python -m bottleneck_utils.organisms.train NAME --install``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def verified(name: str, path: Path) -> str:
         FileNotFoundError: the file is missing.
         ValueError: the manifest has no record of ``name``, or the file's sha256 differs from it.
     """
-    retrain = f"python -m bottleneck_utils.train {name} --install"
+    retrain = f"python -m bottleneck_utils.organisms.train {name} --install"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; train it with: {retrain}")
     expected = manifest().get(name, {}).get("sha256")

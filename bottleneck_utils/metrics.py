@@ -33,8 +33,7 @@ from cleanfid import fid as cleanfid_fid
 from tqdm.auto import tqdm
 
 from bottleneck_utils import features as extractors
-
-METRICS = ("FID", "KID", "accuracy", "IS-style", "precision", "recall")
+from bottleneck_utils.images import atomic_savez
 
 # ---------------------------------------------------------------------------------------------------
 #                                  Reference statistics (the real images)
@@ -169,8 +168,6 @@ def _check_stats(mu: np.ndarray, sigma: np.ndarray, path: Path) -> None:
 
 def save_reference(reference: Reference, path: str | Path) -> Path:
     """Writes ``mu`` and ``sigma`` as an ``.npz`` that :func:`load_reference` reads back."""
-    from bottleneck_utils.sampling import atomic_savez
-
     atomic_savez(Path(path), mu=reference.mu, sigma=reference.sigma)
     return Path(path)
 
@@ -440,20 +437,6 @@ class Evaluator:
         return SampleSet.build(features, np.asarray(labels), self.reference, probs, self.k)
 
 
-def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu", k: int = 3) -> Evaluator:
-    """MNIST-FID against the 10,000 MNIST test digits (14×14), KID and P/R against ``n_kid`` of them."""
-    from bottleneck_utils import classifier, data
-
-    if isinstance(n_kid, bool) or not isinstance(n_kid, int) or not 2 <= n_kid <= data.MNIST_TEST_SIZE:
-        raise ValueError(f"n_kid must be an int in 2..{data.MNIST_TEST_SIZE}, got {n_kid!r}")
-    model = classifier.load_classifier(device)
-    images, _ = data.load_mnist("test")
-    features, _ = extractors.classifier_outputs(model, classifier.downsample(images))  # (10000, 128)
-    subset = np.random.default_rng(seed).choice(len(features), n_kid, replace=False)
-    reference = Reference.from_features(features, "MNIST test set (10,000 digits, 14×14)", features[subset])
-    return Evaluator("MNIST-FID", reference, lambda images: extractors.classifier_outputs(model, images), k)
-
-
 def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3) -> Evaluator:
     """Inception FID (clean-fid clean mode) against user-supplied reference statistics (:func:`load_reference`).
 
@@ -468,40 +451,3 @@ def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: i
     return Evaluator("Inception FID", reference,
                      lambda images: (extractors.inception_features(images, extractor, device, batch_size), None), k)
 
-
-def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, seed: int = 0, device="cpu",
-                  k: int = 3) -> Evaluator:
-    """The evaluator that fits the images a model generates (``bundle.image_shape``, ``bundle.num_classes``).
-
-    (1, 14, 14) images of 10 classes, the MNIST organisms', get MNIST-FID (:func:`mnist_evaluator`); RGB images get
-    Inception FID against ``reference_stats`` (:func:`inception_evaluator`); anything else raises.
-
-    Args:
-        bundle: the model whose samples will be evaluated.
-        reference_stats: for Inception FID, see :func:`load_reference`; not used by MNIST-FID.
-        n_kid: MNIST test digits kept for KID and precision/recall (use the generated sample count).
-        seed: draws those digits.
-        device: where the feature network runs.
-        k: neighbours of the precision/recall manifolds.
-    """
-    from bottleneck_utils import classifier
-
-    shape = bundle.image_shape
-    if shape == classifier.IMAGE_SHAPE and bundle.num_classes == classifier.NUM_CLASSES:
-        return mnist_evaluator(n_kid, seed, device, k)
-    if shape is not None and shape[0] == 3:
-        return inception_evaluator(reference_stats, device, k=k)
-    raise ValueError(f"no evaluator fits {bundle.name}'s images {shape} with {bundle.num_classes} classes: Inception "
-                     f"FID needs RGB (3, H, W) images, MNIST-FID (1, 14, 14) digits of 10 classes")
-
-
-def folder_fid(folder_a: str | Path, folder_b: str | Path, extractor: torch.nn.Module | None = None,
-               device="cpu", batch_size: int = 50) -> float:
-    """FID between two image folders by ``cleanfid.fid.compute_fid`` with our offline extractor (clean mode)."""
-    for folder in (folder_a, folder_b):
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"image folder {folder} does not exist")
-    extractor = (extractor or extractors.CleanInception()).to(device).eval()
-    return float(cleanfid_fid.compute_fid(str(folder_a), str(folder_b), mode="clean", num_workers=0,
-                                          batch_size=batch_size, device=torch.device(device),
-                                          custom_feat_extractor=extractor, verbose=False))

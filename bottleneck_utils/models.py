@@ -3,7 +3,7 @@
 Every loader returns a :class:`Bundle` whose ``embedder`` is a diffusers ``CombinedTimestepLabelEmbeddings``:
 its output is exactly the paper's conditional vector c = y + t, taken before the adaLN MLP. In a
 continuous-condition bundle (``ising-dit``) the label table is replaced by an MLP of the condition, so c = t + e(T)
-(see :mod:`bottleneck_utils.conditions`), and ``bundle.condition`` holds the trained range. A U-Net organism's
+(see :mod:`bottleneck_utils.continuous`), and ``bundle.condition`` holds the trained range. A U-Net organism's
 embedder is a :class:`unet.UNetEmbedder`, with the same attributes and call signature.
 
 Where c lives:
@@ -41,8 +41,9 @@ from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bottleneck_utils import integrity
-from bottleneck_utils.conditions import NULL, ConditionRange, install_condition_embedders
+from bottleneck_utils import adaln_code, integrity
+from bottleneck_utils.continuous import NULL, ConditionRange, install_condition_embedders
+from bottleneck_utils.convert import drop_training_heads, original_to_diffusers
 from bottleneck_utils.flow import FlowODE
 from bottleneck_utils.unet import ConditionedUNet
 
@@ -161,7 +162,7 @@ class Bundle:
     @property
     def null_label(self) -> int | float:
         """The label of the CFG null condition: the model's own class count (not a hard-coded 1000), or NaN for a
-        continuous-condition model (it selects the learned null vector, see :mod:`bottleneck_utils.conditions`)."""
+        continuous-condition model (it selects the learned null vector, see :mod:`bottleneck_utils.continuous`)."""
         return NULL if self.condition is not None else self.num_classes
 
 
@@ -328,10 +329,9 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
     transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
     if condition is not None:  # the label table of every block is replaced by the continuous embedder
         install_condition_embedders(block_embedders(transformer), condition)
-    if recipe.get("code_width"):  # a bottleneck-trained DiT: its adaLN reads a k-dim code (bottleneck.narrow)
-        from bottleneck_utils.bottleneck import narrow
+    if recipe.get("code_width"):  # a bottleneck-trained DiT: its adaLN reads a k-dim code (adaln_code.narrow)
 
-        narrow(transformer, torch.zeros(recipe["code_width"], transformer.inner_dim))  # P is then loaded
+        adaln_code.narrow(transformer, torch.zeros(recipe["code_width"], transformer.inner_dim))  # P is then loaded
     transformer.load_state_dict(load_file(folder / "model.safetensors"))
     return _diffusers_bundle(name, transformer, _organism_scheduler(folder, time), None, meta["class_names"], actual,
                              device, dtype, freq_shift, condition, time)
@@ -480,8 +480,6 @@ def infer_family(path: str | Path) -> str:
 
 
 def _load_original(path, family, device, dtype, freq_shift, full, num_heads) -> Bundle:
-    from bottleneck_utils.convert import drop_training_heads, original_to_diffusers  # only needed here
-
     family = family or infer_family(path)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
@@ -556,7 +554,7 @@ def load(
         return EMBEDDED[name_or_path](name_or_path, device, dtype, freq_shift)
     if source == "original":
         return _load_original(Path(name_or_path), family, device, dtype, freq_shift, full, num_heads)
-    if source == "run":  # a training run's folder (python -m bottleneck_utils.train NAME --out DIR)
+    if source == "run":  # a training run's folder (python -m bottleneck_utils.organisms.train NAME --out DIR)
         return load_organism(Path(name_or_path), name_or_path, device, dtype, freq_shift, check_sha=False)
     return _load_diffusers(name_or_path, device, dtype, freq_shift)
 
@@ -593,7 +591,7 @@ def model_source(name_or_path: str | Path) -> str:
     if name.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"{name} does not exist")
     if name.startswith("ladder/"):
-        raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.ladder "
+        raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.organisms.ladder "
                          f"train {name}")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         return "hub"

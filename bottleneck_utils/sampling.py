@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from bottleneck_utils import masks
 from bottleneck_utils.embeddings import check_labels
 from bottleneck_utils.flow import FlowODE
-from bottleneck_utils.images import to_uint8
+from bottleneck_utils.images import atomic_savez, check_int, save_npz, write_pngs
 from bottleneck_utils.models import Bundle, load, resolve_dtype
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,15 +59,9 @@ def initial_noise(bundle: Bundle, indices: torch.Tensor, seed: int,
 
 def balanced_labels(num_classes: int, num_samples: int) -> torch.Tensor:
     """Labels 0, 1, …, num_classes − 1, 0, 1, …: the same number of samples per class (5000 → 5 per ImageNet class)."""
-    _check_int("num_samples", num_samples, 1)
-    _check_int("num_classes", num_classes, 1)
+    check_int("num_samples", num_samples, 1)
+    check_int("num_classes", num_classes, 1)
     return torch.arange(num_samples) % num_classes
-
-
-def _check_int(name: str, value, low: int) -> None:
-    """Raises ValueError unless ``value`` is an int (not a bool) >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 AUTOCAST_CHOICES = ("auto", "none", "bfloat16", "float16")
@@ -152,7 +145,7 @@ def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, cfg_scale, see
         raise ValueError(f"{bundle.name} is an embedder-only bundle; sampling needs a transformer and a scheduler")
     for name, value, low in (("num_steps", num_steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
                              ("first_index", first_index, 0)):
-        _check_int(name, value, low)
+        check_int(name, value, low)
     if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale):
         raise ValueError(f"cfg_scale must be a finite number (1.0 switches guidance off), got {cfg_scale!r}")
     schedule = masks.as_schedule(schedule)
@@ -233,65 +226,6 @@ def sample(
 # ---------------------------------------------------------------------------------------------------
 #                                   Writing images: PNG folders and .npz
 # ---------------------------------------------------------------------------------------------------
-
-
-def _check_written(images, labels, first_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 (N, H, W, C), labels (N,)) of what is about to be written, or a ValueError before anything is."""
-    pixels = to_uint8(images)  # refuses anything but (N, C, H, W) floats in [0, 1]
-    labels = torch.as_tensor(labels).cpu().flatten().numpy()
-    labels = labels.astype(np.int64) if labels.size == 0 else labels  # [] is float; an empty shard keeps int labels
-    if len(labels) != len(pixels):
-        raise ValueError(f"got {len(pixels)} images but {len(labels)} labels; pass one label per image")
-    _check_int("first_index", first_index, 0)
-    return pixels, labels
-
-
-def write_pngs(images: torch.Tensor, labels, output_dir: str | Path, first_index: int = 0) -> None:
-    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file."""
-    pixels, labels = _check_written(images, labels, first_index)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for offset, (image, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
-        array = image[..., 0] if image.shape[-1] == 1 else image
-        target = output_dir / f"{first_index + offset:06d}_{label}.png"
-        temporary = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(np.ascontiguousarray(array)).save(temporary, format="PNG")
-        temporary.replace(target)
-
-
-def atomic_savez(path: Path, **arrays) -> None:
-    """``np.savez`` into a temporary file beside ``path``, then rename; on any error the temporary is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def save_npz(images: torch.Tensor, labels, path: str | Path, first_index: int = 0) -> Path:
-    """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically.
-
-    N may be 0 (an empty shard): ``arr_0`` is then (0, H, W, C).
-    """
-    pixels, labels = _check_written(images, labels, first_index)
-    indices = np.arange(first_index, first_index + len(labels))
-    atomic_savez(Path(path), arr_0=pixels, labels=labels, indices=indices)
-    return Path(path)
-
-
-def load_npz(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels."""
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"arr_0", "labels"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}: it is not a file written by save_npz")
-        pixels, labels = archive["arr_0"], archive["labels"]
-    if pixels.dtype != np.uint8 or pixels.ndim != 4:
-        raise ValueError(f"{path}: arr_0 must be (N, H, W, C) uint8, got {pixels.dtype} {pixels.shape}")
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels
 
 
 # ---------------------------------------------------------------------------------------------------

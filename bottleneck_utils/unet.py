@@ -10,7 +10,7 @@ taken from a :class:`UNetEmbedder`, a module over the U-Net's own embedding modu
 signature of diffusers' ``CombinedTimestepLabelEmbeddings``: ``masks.prune`` hooks it as it hooks a DiT's embedder,
 and ``embeddings`` reads its ``time_proj``, ``timestep_embedder`` and ``class_embedder.embedding_table``.
 
-A U-Net organism is trained by :func:`bottleneck_utils.train.train_dit` from a recipe with ``"family": "unet"``
+A U-Net organism is trained by :func:`bottleneck_utils.organisms.train.train_dit` from a recipe with ``"family": "unet"``
 (``train.MNIST_UNET``) and loaded by :func:`bottleneck_utils.models.load` like any other organism.
 """
 

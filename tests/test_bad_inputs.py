@@ -17,10 +17,13 @@ import pytest
 import torch
 from conftest import tiny_bundle
 
-from bottleneck_utils import composite, compute, embeddings, masks, metrics, models, report, sampling, stats, train
+from bottleneck_utils import adaln_cost, embeddings, masks, metrics, models, sampling, stats
 from bottleneck_utils import features as extractors
-from bottleneck_utils.conditions import ConditionRange, install_condition_embedders
+from bottleneck_utils import images as image_io
+from bottleneck_utils.chapters import report
+from bottleneck_utils.continuous import ConditionRange, install_condition_embedders
 from bottleneck_utils.models import block_embedders, tie_embedder_copies
+from bottleneck_utils.organisms import classifier, composite, quality, train
 from tests import synthetic
 from tools import book
 
@@ -360,18 +363,18 @@ def test_zero_labels_give_an_empty_batch_that_saves_and_merges(bundle, tmp_path)
     """Documented harmless behaviour: no labels (an empty torchrun shard) sample nothing and save (0, H, W, C)."""
     images = sampling.sample(bundle, [], num_steps=2, progress=False)
     assert images.shape == (0, *bundle.image_shape)
-    sampling.save_npz(images, [], tmp_path / "empty.npz")
-    loaded, labels = sampling.load_npz(tmp_path / "empty.npz")
+    image_io.save_npz(images, [], tmp_path / "empty.npz")
+    loaded, labels = image_io.load_npz(tmp_path / "empty.npz")
     assert loaded.shape == (0, 1, 8, 8) and labels.shape == (0,)
     shards = [sampling._shard_path(tmp_path / "all.npz", rank, 2) for rank in range(2)]
-    sampling.save_npz(sampling.sample(bundle, [3], num_steps=2, progress=False), [3], shards[0])
-    sampling.save_npz(images, [], shards[1], first_index=1)  # rank 1 of 2 got no labels
+    image_io.save_npz(sampling.sample(bundle, [3], num_steps=2, progress=False), [3], shards[0])
+    image_io.save_npz(images, [], shards[1], first_index=1)  # rank 1 of 2 got no labels
     sampling.merge_npz_shards(tmp_path / "all.npz", 2)
-    assert sampling.load_npz(tmp_path / "all.npz")[1].tolist() == [3]
+    assert image_io.load_npz(tmp_path / "all.npz")[1].tolist() == [3]
 
 
 def test_a_missing_shard_names_the_rank_file(tmp_path):
-    sampling.save_npz(IMAGES, [0, 1], sampling._shard_path(tmp_path / "s.npz", 0, 2))
+    image_io.save_npz(IMAGES, [0, 1], sampling._shard_path(tmp_path / "s.npz", 0, 2))
     with pytest.raises(FileNotFoundError, match=r"shards \[.*shard0001-of-0002.npz'\] are missing; a rank did not"):
         sampling.merge_npz_shards(tmp_path / "s.npz", 2)
     assert not (tmp_path / "s.npz").exists()
@@ -380,7 +383,7 @@ def test_a_missing_shard_names_the_rank_file(tmp_path):
 def test_load_npz_refuses_a_file_of_another_layout(tmp_path):
     np.savez(tmp_path / "other.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match=r"lacks \['arr_0', 'labels'\]: it is not a file written by save_npz"):
-        sampling.load_npz(tmp_path / "other.npz")
+        image_io.load_npz(tmp_path / "other.npz")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -399,7 +402,7 @@ class Pooled(torch.nn.Module):
     (lambda: extractors.clean_resize((IMAGES * 255).to(torch.uint8)), "uint8"),
     (lambda: extractors.inception_features(IMAGES * 2 - 1, Pooled(), progress=False), r"\(images \+ 1\) / 2"),
     (lambda: extractors.inception_features(IMAGES * 255, Pooled(), progress=False), "divide by 255"),
-    (lambda: extractors.classifier_outputs(torch.nn.Linear(1, 1), torch.rand(2, 1, 28, 28)),
+    (lambda: classifier.classifier_outputs(torch.nn.Linear(1, 1), torch.rand(2, 1, 28, 28)),
      r"takes \(1, 14, 14\) images"),
     (lambda: extractors.quantize(torch.rand(2, 1, 4, 4) + 1), r"must lie in \[0, 1\]"),
 ])
@@ -428,7 +431,7 @@ PROBS = np.full((30, 3), 1 / 3)
     (lambda: metrics.Reference.from_features(REAL[:1]), r"\(n >= 2, f\) matrix"),
     (lambda: metrics.SampleSet.build(REAL, np.zeros(29), metrics.Reference.from_features(REAL)),
      "got 30 samples but labels of shape"),
-    (lambda: metrics.mnist_evaluator(n_kid=1), r"n_kid must be an int in 2\.\.10000"),
+    (lambda: quality.mnist_evaluator(n_kid=1), r"n_kid must be an int in 2\.\.10000"),
     (lambda: metrics.inception_evaluator(" "), "needs reference statistics"),
 ])
 def test_metrics_refuse(call, match):
@@ -484,7 +487,7 @@ def test_a_missing_reference_and_an_image_free_folder(tmp_path, monkeypatch):
 def test_no_evaluator_for_images_it_cannot_score(continuous):
     """Chosen by the bundle's image shape and class count, not its name: 1×8×8 temperature samples fit neither."""
     with pytest.raises(ValueError, match=r"no evaluator fits tiny's images \(1, 8, 8\) with 0 classes"):
-        metrics.evaluator_for(continuous)
+        quality.evaluator_for(continuous)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -591,7 +594,7 @@ def test_notebook_parameter_check(values, error, match):
 
 def test_compute_refuses_a_mask_of_another_width():
     with pytest.raises(ValueError, match=r"removed must be a \(8,\) bool tensor"):
-        compute.compact_projection(torch.nn.Linear(8, 48), torch.zeros(8))
+        adaln_cost.compact_projection(torch.nn.Linear(8, 48), torch.zeros(8))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -620,17 +623,17 @@ def test_composite_digits_refuse_bad_shapes_and_ids(call, match):
 
 
 def test_beyond_finish_without_a_run_names_the_command(tmp_path, monkeypatch):
-    from bottleneck_utils import beyond
+    from bottleneck_utils.organisms import beyond
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as error:
         beyond.finish("beyond/k2")
-    assert "python -m bottleneck_utils.beyond train beyond/k2" in one_line(error)
+    assert "python -m bottleneck_utils.organisms.beyond train beyond/k2" in one_line(error)
     assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_beyond_cli_refuses_an_unknown_variant_before_writing(tmp_path, monkeypatch, capsys):
-    from bottleneck_utils import beyond
+    from bottleneck_utils.organisms import beyond
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
@@ -642,27 +645,26 @@ def test_beyond_cli_refuses_an_unknown_variant_before_writing(tmp_path, monkeypa
 @pytest.mark.parametrize("names, match", [(["beyond/k2"], "the control beyond/full is not shipped"),
                                           (["beyond/full", "beyond/k3"], "not beyond variants")])
 def test_variant_quality_refuses_before_sampling(names, match):
-    from bottleneck_utils import beyond_study
+    from bottleneck_utils.chapters import beyond
 
     with pytest.raises(ValueError, match=match) as error:
-        beyond_study.variant_quality(names, 10, 2, 1.0, 0, [1, 2, 3, 4, 5], 2)
+        beyond.variant_quality(names, 10, 2, 1.0, 0, [1, 2, 3, 4, 5], 2)
     one_line(error)
 
 
 def test_variant_statistics_refuses_an_unshipped_name():
-    from bottleneck_utils import beyond_study
+    from bottleneck_utils.chapters import beyond
 
     with pytest.raises(ValueError, match="not shipped beyond variants") as error:
-        beyond_study.variant_statistics(["beyond/k3"])
+        beyond.variant_statistics(["beyond/k3"])
     assert "make train-beyond" in one_line(error)
 
 
 @pytest.mark.parametrize("strength", [-0.1, float("nan"), "0.1", True])
 def test_l1_penalty_refuses_a_strength_that_is_not_a_number_at_least_zero(strength):
-    from bottleneck_utils import bottleneck
 
     with pytest.raises(ValueError, match=r"recipe\['l1_c'\] must be a number >= 0"):
-        bottleneck.l1_penalty(None, {"l1_c": strength}, torch.zeros(1), torch.zeros(1, dtype=torch.long))
+        train.l1_penalty(None, {"l1_c": strength}, torch.zeros(1), torch.zeros(1, dtype=torch.long))
 
 
 def test_resolve_autocast_names_the_choices():
@@ -678,7 +680,7 @@ def test_paired_changes_refuses_no_results():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bottleneck_utils import plots
+    from bottleneck_utils.chapters import plots
 
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="at least one model"):

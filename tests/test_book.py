@@ -13,9 +13,11 @@ import papermill
 import pytest
 import torch
 
-from bottleneck_utils import beyond, compute, ladder, regime, report, stats
+from bottleneck_utils import adaln_cost, stats
+from bottleneck_utils.chapters import regime, report
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, first_time_summary
 from bottleneck_utils.models import embedded_dir, load
+from bottleneck_utils.organisms import beyond, ladder
 from tools import book
 
 # Tiny parameters: each notebook runs end to end in seconds on its embedded model (mnist-dit unless named).
@@ -76,8 +78,8 @@ def expected_training_dynamics() -> dict:
 def expected_pruning() -> dict:
     config = load("mnist-dit").transformer.config
     tokens = (config.sample_size // config.patch_size) ** 2
-    return {"share_xl": 100 * compute.adaln_flop_share(**compute.DIT_XL), "num_steps": 2, "n_samples": 20,
-            "share_own": 100 * compute.adaln_flop_share(config.num_attention_heads * config.attention_head_dim, tokens,
+    return {"share_xl": 100 * adaln_cost.adaln_flop_share(**adaln_cost.DIT_XL), "num_steps": 2, "n_samples": 20,
+            "share_own": 100 * adaln_cost.adaln_flop_share(config.num_attention_heads * config.attention_head_dim, tokens,
                                                          config.num_layers)}
 
 
@@ -295,7 +297,7 @@ def test_verdict_table_refuses_a_row_that_breaks_the_rule():
 
 
 def test_every_bar_is_a_number_or_a_range():
-    from bottleneck_utils import paper
+    from bottleneck_utils.chapters import paper
 
     for name, bar in paper.BARS.items():
         assert isinstance(bar, float) or (isinstance(bar, tuple) and bar[0] < bar[1]), name

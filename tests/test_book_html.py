@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bottleneck_utils import report
+from bottleneck_utils.chapters import report
 from tools import book
 
 HTML = report.ROOT / "_build" / "html"

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from bottleneck_utils import beyond, bottleneck, models, train
+from bottleneck_utils import adaln_code, models
 from bottleneck_utils.models import DDPM
+from bottleneck_utils.organisms import beyond, train
 from tests.test_train import TINY, tiny_source
 
 
@@ -12,7 +13,7 @@ def trained_like(seed=0):
     """A tiny DiT with non-zero adaLN and output weights (the DiT init zeroes them, which would hide any error)."""
     model = train.build_transformer(TINY["transformer"], seed)
     torch.manual_seed(seed + 1)
-    for layer in [getattr(owner, name) for owner, name in bottleneck._adaln_layers(model)] + [model.proj_out_2]:
+    for layer in [getattr(owner, name) for owner, name in adaln_code._adaln_layers(model)] + [model.proj_out_2]:
         torch.nn.init.normal_(layer.weight, std=0.1)
     return model.eval()
 
@@ -26,25 +27,25 @@ def output(model, seed=0):
 
 def test_the_full_width_code_with_the_identity_is_the_plain_model():
     plain = trained_like()
-    narrowed = bottleneck.narrow(trained_like(), torch.eye(plain.inner_dim))
-    assert bottleneck.code_width(narrowed) == plain.inner_dim and bottleneck.code_width(plain) is None
+    narrowed = adaln_code.narrow(trained_like(), torch.eye(plain.inner_dim))
+    assert adaln_code.code_width(narrowed) == plain.inner_dim and adaln_code.code_width(plain) is None
     # products with an identity are exact; 1e-6 leaves room for a different matmul kernel on the (B, D) shapes
     torch.testing.assert_close(output(narrowed), output(plain), rtol=0, atol=1e-6)
 
 
 def test_the_full_width_principal_basis_is_the_plain_model():
     plain = trained_like()
-    basis = bottleneck.principal_basis(plain, plain.inner_dim, DDPM)  # (D, D) orthonormal
+    basis = train.principal_basis(plain, plain.inner_dim, DDPM)  # (D, D) orthonormal
     # the SVD runs in float64 and is cast to float32 (~6e-8 per entry); 1e-5 allows 16-term sums on any BLAS
     torch.testing.assert_close(basis @ basis.T, torch.eye(plain.inner_dim), rtol=0, atol=1e-5)
-    narrowed = bottleneck.narrow(trained_like(), basis)
+    narrowed = adaln_code.narrow(trained_like(), basis)
     # W Pᵀ P = W up to float32 rounding of 16-term sums (~1e-7 relative each), far below 1e-4
     torch.testing.assert_close(output(narrowed), output(plain), rtol=1e-4, atol=1e-5)
 
 
 def test_a_narrow_code_shares_one_projection_and_changes_the_output():
-    plain, narrowed = trained_like(), bottleneck.narrow(trained_like(), bottleneck.principal_basis(trained_like(), 2, DDPM))
-    layers = [getattr(owner, name) for owner, name in bottleneck._adaln_layers(narrowed)]
+    plain, narrowed = trained_like(), adaln_code.narrow(trained_like(), train.principal_basis(trained_like(), 2, DDPM))
+    layers = [getattr(owner, name) for owner, name in adaln_code._adaln_layers(narrowed)]
     assert all(layer[0] is layers[0][0] for layer in layers)  # one P
     assert layers[0][0].weight.shape == (2, 16) and layers[0][1].weight.shape == (6 * 16, 2)
     assert layers[-1][1].weight.shape == (2 * 16, 2)  # the final layer's shift and scale
@@ -55,21 +56,21 @@ def test_a_narrow_code_shares_one_projection_and_changes_the_output():
 @pytest.mark.parametrize("basis", [torch.eye(3, 4), torch.eye(17, 16), torch.ones(16)])
 def test_a_basis_of_the_wrong_shape_is_refused(basis):
     with pytest.raises(ValueError, match=r"basis must be \(k, 16\)"):
-        bottleneck.narrow(trained_like(), basis)
+        adaln_code.narrow(trained_like(), basis)
 
 
 def test_adaln_macs():
-    assert bottleneck.adaln_macs(16, 2) == 2 * 16 * 96 + 16 * 32
-    assert bottleneck.adaln_macs(16, 2, k=4) == 16 * 4 + 2 * 4 * 96 + 4 * 32
-    assert bottleneck.adaln_macs(16, 2, k=16) > bottleneck.adaln_macs(16, 2)  # full width only adds P
+    assert adaln_code.adaln_macs(16, 2) == 2 * 16 * 96 + 16 * 32
+    assert adaln_code.adaln_macs(16, 2, k=4) == 16 * 4 + 2 * 4 * 96 + 4 * 32
+    assert adaln_code.adaln_macs(16, 2, k=16) > adaln_code.adaln_macs(16, 2)  # full width only adds P
 
 
 def test_l1_penalty_is_lambda_times_mean_abs_c():
     model, t, y = trained_like(), torch.tensor([999, 3]), torch.tensor([0, 3])
     embedder = model.transformer_blocks[0].norm1.emb
     c = embedder(t, y, hidden_dtype=torch.float32)
-    assert bottleneck.l1_penalty(embedder, TINY, t, y) == 0.0
-    torch.testing.assert_close(bottleneck.l1_penalty(embedder, TINY | {"l1_c": 0.5}, t, y), 0.5 * c.abs().mean())
+    assert train.l1_penalty(embedder, TINY, t, y) == 0.0
+    torch.testing.assert_close(train.l1_penalty(embedder, TINY | {"l1_c": 0.5}, t, y), 0.5 * c.abs().mean())
 
 
 def test_a_narrowed_run_saves_and_loads(tmp_path):
@@ -77,7 +78,7 @@ def test_a_narrowed_run_saves_and_loads(tmp_path):
     ema = train.train_dit(recipe, tiny_source(), 2, 0, tmp_path, progress=False)
     train.save_run(tmp_path, ema, recipe, 2, 0)
     bundle = models.load(str(tmp_path))
-    assert bottleneck.code_width(bundle.transformer) == 3 and output(ema).abs().max() > 0
+    assert adaln_code.code_width(bundle.transformer) == 3 and output(ema).abs().max() > 0
     torch.testing.assert_close(output(bundle.transformer), output(ema), rtol=0, atol=0)  # the same weights
 
 
@@ -93,13 +94,13 @@ def test_the_variants_differ_from_the_control_in_one_constraint():
 def test_kept_rows_follow_the_noise_floor_rule():
     import pandas as pd
 
-    from bottleneck_utils import beyond_study, report
+    from bottleneck_utils.chapters import beyond, report
 
     quality = pd.DataFrame({"variant": ["beyond/k2", "beyond/k8", "beyond/l1-1e-1", "beyond/full"],
                             "code width": [2, 8, None, None], "L1 λ": [0, 0, 0.1, 0],
                             "ΔFID": [5.0, 0.2, 0.1, 0.0], "ΔFID low": [3.0, -0.5, -0.4, 0.0],
                             "ΔFID high": [7.0, 0.9, 1.6, 0.0]}).set_index("variant")
-    rows = beyond_study.kept_rows(quality, floor=1.5)
+    rows = beyond.kept_rows(quality, floor=1.5)
     assert [row["verdict"] for row in rows] == ["not reproduced", "reproduced", "not reproduced"]
     assert rows[0]["claim"].startswith("a 2-dim code") and rows[2]["claim"].startswith("L1 λ = 0.1")
     assert report.rule_violations(rows) == []

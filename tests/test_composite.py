@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bottleneck_utils import composite
+from bottleneck_utils.organisms import composite
 
 
 def test_tile_and_cells_are_inverse_and_in_reading_order():

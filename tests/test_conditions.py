@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
 
-from bottleneck_utils import embeddings, masks, paper, stats
+from bottleneck_utils import embeddings, masks, stats
+from bottleneck_utils.chapters import paper
 from bottleneck_utils.text_conditions import (
     conditioning_module,
     encode_prompts,

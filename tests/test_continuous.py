@@ -10,10 +10,11 @@ from conftest import record_class_labels, tiny_transformer
 from diffusers import DDIMScheduler
 from diffusers.models.embeddings import get_timestep_embedding
 
-from bottleneck_utils import integrity, models, train
-from bottleneck_utils.conditions import DEFAULT_GRID, ConditionRange, install_condition_embedders
+from bottleneck_utils import integrity, models
+from bottleneck_utils.continuous import DEFAULT_GRID, ConditionRange, install_condition_embedders
 from bottleneck_utils.embeddings import check_labels, class_embeddings, conditional_vectors
 from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies, tie_embedder_copies
+from bottleneck_utils.organisms import train
 from bottleneck_utils.sampling import sample
 
 RANGE = ConditionRange("temperature", 0.0, 4.5)

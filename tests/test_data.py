@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from bottleneck_utils import data
+from bottleneck_utils.organisms import data
 
 
 def test_mnist_shapes_and_labels():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bottleneck_utils import images as image_io
 from bottleneck_utils import masks, sampling
 from bottleneck_utils.models import load
 from tests.conftest import FLOAT32_DRIFT
@@ -58,7 +59,7 @@ def test_two_gloo_processes_give_the_single_process_run(folder, tmp_path):
     assert 0 < mask.removed_count < bundle.hidden_size
     direct = sampling.sample(bundle, two["labels"], num_steps=STEPS, seed=3, mask=mask,
                              schedule=masks.Schedule("last", 2), progress=False)  # one batch of 7, not 7 of 1
-    stored, stored_labels = sampling.load_npz(tmp_path / "two" / "samples.npz")
+    stored, stored_labels = image_io.load_npz(tmp_path / "two" / "samples.npz")
     assert np.array_equal(stored_labels, two["labels"])
     # the file holds the samples rounded to uint8 (half a level), from batches of another size (FLOAT32_DRIFT)
     assert (stored - direct).abs().max() <= 0.5 / 255 + FLOAT32_DRIFT
@@ -66,7 +67,7 @@ def test_two_gloo_processes_give_the_single_process_run(folder, tmp_path):
 
 def test_an_interrupted_write_leaves_no_npz(monkeypatch, tmp_path):
     target = tmp_path / "samples.npz"
-    sampling.save_npz(torch.zeros(2, 1, 4, 4), [0, 1], target)
+    image_io.save_npz(torch.zeros(2, 1, 4, 4), [0, 1], target)
     before = target.read_bytes()
     real_savez = np.savez
 
@@ -76,7 +77,7 @@ def test_an_interrupted_write_leaves_no_npz(monkeypatch, tmp_path):
 
     monkeypatch.setattr(np, "savez", write_half_then_fail)
     with pytest.raises(KeyboardInterrupt):
-        sampling.save_npz(torch.ones(3, 1, 4, 4), [0, 1, 2], target)
+        image_io.save_npz(torch.ones(3, 1, 4, 4), [0, 1, 2], target)
     assert target.read_bytes() == before  # the previous complete file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["samples.npz"]  # and no temporary is left behind
 
@@ -111,7 +112,7 @@ def test_cli_recompute_samples_with_the_recomputed_tail(folder, tmp_path):
     sampling.main(arguments)
     bundle = load(str(folder))
     tail = masks.tail_mask(bundle, TAU, num_steps=3)
-    stored, labels = sampling.load_npz(tmp_path / "samples.npz")
+    stored, labels = image_io.load_npz(tmp_path / "samples.npz")
     recomputed, fixed = (sampling.sample(bundle, labels, num_steps=3, seed=3, mask=mask, progress=False)
                          for mask in (masks.recomputed(tail), tail))
     # the same batch in one process: only the uint8 rounding (half a level) separates the file from sample()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bottleneck_utils import data, ising
+from bottleneck_utils.organisms import data, ising
 
 # ---------------------------------------------------------------------------------------------------
 #                                        Observables of a lattice
@@ -110,7 +110,7 @@ def test_real_data_energy_rises_with_temperature():
 
 
 def test_training_symmetries_preserve_energy_and_magnetization():
-    from bottleneck_utils.train import ising_symmetries
+    from bottleneck_utils.organisms.train import ising_symmetries
 
     spins = torch.as_tensor(data.load_ising(16).spins[:200], dtype=torch.float32)[:, None]  # (200, 1, 16, 16)
     moved = ising_symmetries(spins, torch.Generator().manual_seed(0))

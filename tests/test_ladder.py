@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bottleneck_utils import integrity, ladder, quality, train
+from bottleneck_utils import integrity
+from bottleneck_utils.organisms import ladder, quality, train
 from tools import train_side_by_side
 
 FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}

@@ -232,7 +232,7 @@ def test_threshold_for_fraction_removes_that_share(bundle, granularity):
 
 
 def test_continuous_condition_models_take_global_masks_and_nan_is_null(bundle):
-    from bottleneck_utils.conditions import ConditionRange, install_condition_embedders
+    from bottleneck_utils.continuous import ConditionRange, install_condition_embedders
 
     condition = ConditionRange("temperature", 1.0, 4.0)
     install_condition_embedders(block_embedders(bundle.transformer), condition)

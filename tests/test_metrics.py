@@ -9,8 +9,9 @@ from threadpoolctl import threadpool_limits
 
 from bottleneck_utils import features as extractors
 from bottleneck_utils import metrics
-from bottleneck_utils.classifier import MnistClassifier
-from bottleneck_utils.sampling import write_pngs
+from bottleneck_utils.images import write_pngs
+from bottleneck_utils.organisms import classifier
+from bottleneck_utils.organisms.classifier import MnistClassifier
 
 
 class _Holder(torch.nn.Module):
@@ -79,7 +80,9 @@ def test_folder_features_and_fid_go_through_cleanfid(tmp_path):
     features_b = extractors.inception_features(second, PooledPixels(), progress=False)
     # float32 means of ~150² pixels in [0, 255], perhaps summed in another order: relative rounding ~1e-7
     np.testing.assert_allclose(extractors.folder_features(tmp_path / "a", PooledPixels()), features_a, rtol=1e-6)
-    by_folder = metrics.folder_fid(tmp_path / "a", tmp_path / "b", PooledPixels())
+    by_folder = float(cleanfid_fid.compute_fid(str(tmp_path / "a"), str(tmp_path / "b"), mode="clean", num_workers=0,
+                                               batch_size=50, device=torch.device("cpu"),
+                                               custom_feat_extractor=PooledPixels().eval(), verbose=False))
     assert by_folder > 100  # halving the pixel values moves the mean a lot
     assert by_folder == pytest.approx(metrics.fid(features_a, features_b), rel=1e-5)  # those features, through sqrtm
 
@@ -151,10 +154,10 @@ def test_classifier_outputs_quantize_and_shape():
     torch.manual_seed(0)
     model = MnistClassifier().eval()
     images = torch.rand(5, 1, 14, 14)
-    features, probs = extractors.classifier_outputs(model, images)
+    features, probs = classifier.classifier_outputs(model, images)
     assert features.shape == (5, 128) and probs.shape == (5, 10)
     np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-6)  # a float32 softmax over 10 classes sums to 1 ± 1e-7
-    again, _ = extractors.classifier_outputs(model, extractors.quantize(images))
+    again, _ = classifier.classifier_outputs(model, extractors.quantize(images))
     np.testing.assert_array_equal(features, again)
 
 
@@ -176,7 +179,7 @@ def test_bootstrap_ci_and_paired_deltas():
         "shifted": metrics.SampleSet.build(base + 1.0, labels, reference, np.roll(probs, 1, axis=1)),
     }
     table = metrics.bootstrap_table(sets, reference, "baseline", n_boot=30, kid_subsets=10, progress=False)
-    assert set(table.index.get_level_values("metric")) == set(metrics.METRICS)
+    assert set(table.index.get_level_values("metric")) == {"FID", "KID", "accuracy", "IS-style", "precision", "recall"}
     same = table.loc["same"]
     assert (same["delta"] == 0).all() and (same["delta_low"] == 0).all() and (same["delta_high"] == 0).all()
     shifted = table.loc["shifted"]

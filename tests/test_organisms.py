@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from bottleneck_utils import classifier, data, integrity
+from bottleneck_utils import integrity
 from bottleneck_utils.models import embedded_dir, load
+from bottleneck_utils.organisms import classifier, data
 from bottleneck_utils.sampling import sample
 
 
@@ -52,7 +53,7 @@ def test_classifier_weights_are_checked_against_the_manifest(monkeypatch, manife
 
 def test_missing_classifier_weights_name_the_training_command(monkeypatch, tmp_path):
     monkeypatch.setattr(classifier, "WEIGHTS", tmp_path / "model.safetensors")
-    with pytest.raises(FileNotFoundError, match="train it with: python -m bottleneck_utils.train mnist-classifier"):
+    with pytest.raises(FileNotFoundError, match="train it with: python -m bottleneck_utils.organisms.train mnist-classifier"):
         classifier.load_classifier()
 
 
@@ -60,7 +61,7 @@ def test_missing_classifier_weights_name_the_training_command(monkeypatch, tmp_p
 def test_mnist_sit_is_a_flow_organism_that_meets_its_recorded_bar():
     """mnist-sit: SiT's time convention and ODE sampler; its recorded quality meets the bar and is reproduced."""
     from bottleneck_utils.flow import FlowODE
-    from bottleneck_utils.quality import BAR, mnist_quality
+    from bottleneck_utils.organisms.quality import BAR, mnist_quality
 
     bundle = load("mnist-sit")
     assert bundle.time.kind == "flow" and bundle.time.first_time == 0.0 and isinstance(bundle.scheduler, FlowODE)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bottleneck_utils import paper, regime
+from bottleneck_utils.chapters import paper, regime
 
 
 def test_bands_span_the_papers_imagenet_models():
@@ -64,7 +64,7 @@ def results(**changes):
 
 
 def test_pruning_claims_follow_the_stated_rule():
-    from bottleneck_utils import report
+    from bottleneck_utils.chapters import report
 
     def judged(results):
         rows = regime.pruning_claims(results, requires=[])
@@ -97,7 +97,7 @@ def test_paired_changes_draws_each_interval_of_each_model():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bottleneck_utils import plots
+    from bottleneck_utils.chapters import plots
 
     shifted = results(**{"tail-every": {"Δ per_digit": -0.3, "CI low": -0.4, "CI high": -0.2}, "head": {"setting": "h2"}})
     fig, ax = plt.subplots()

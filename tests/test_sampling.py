@@ -101,7 +101,8 @@ def test_pruned_and_unpruned_runs_share_their_noise(bundle):
 
 
 def test_balanced_labels_and_npz_round_trip(tmp_path):
-    from bottleneck_utils.sampling import balanced_labels, load_npz, save_npz
+    from bottleneck_utils.images import load_npz, save_npz
+    from bottleneck_utils.sampling import balanced_labels
 
     assert balanced_labels(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
     with pytest.raises(ValueError, match="num_samples"):

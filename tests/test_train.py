@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bottleneck_utils import stats, train
+from bottleneck_utils import stats
 from bottleneck_utils.models import block_embedders, check_embedder_copies
+from bottleneck_utils.organisms import train
 
 TINY = {
     "transformer": {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,

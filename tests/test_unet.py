@@ -8,8 +8,9 @@ from diffusers import DDIMScheduler
 from diffusers.models.resnet import ResnetBlock2D
 from safetensors.torch import load_file
 
-from bottleneck_utils import embeddings, masks, models, sampling, train, unet
+from bottleneck_utils import embeddings, masks, models, sampling, unet
 from bottleneck_utils.models import DDPM, Bundle
+from bottleneck_utils.organisms import train
 
 TINY_UNET = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
              "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],

@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from bottleneck_utils import features as extractors
 from bottleneck_utils import masks, metrics
 from bottleneck_utils.models import load, tie_embedder_copies
+from bottleneck_utils.organisms import quality
 from bottleneck_utils.sampling import balanced_labels, sample
 
 STEPS = 3
@@ -62,7 +63,7 @@ def test_inception_evaluator_on_decoded_samples(xl_like, tmp_path):
     images = sample(xl_like, [1, 2], num_steps=STEPS, progress=False)  # (2, 3, 8, 8)
     real = (np.random.default_rng(0).random((2, 8, 8, 3)) * 255).astype(np.uint8)
     np.savez(tmp_path / "reference_batch.npz", arr_0=real)  # the ADM / DiT reference-batch layout
-    evaluator = metrics.evaluator_for(xl_like, tmp_path / "reference_batch.npz", k=1)
+    evaluator = quality.evaluator_for(xl_like, tmp_path / "reference_batch.npz", k=1)
     assert evaluator.name == "Inception FID" and evaluator.reference.features.shape == (2, extractors.INCEPTION_DIM)
     samples = evaluator.sample_set(images, [1, 2])
     assert samples.features.shape == (2, extractors.INCEPTION_DIM) and samples.probs is None
@@ -73,9 +74,9 @@ def test_inception_evaluator_on_decoded_samples(xl_like, tmp_path):
 def test_reference_statistics_are_required_and_checked(xl_like, tmp_path):
     (tmp_path / "empty.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="needs reference statistics"):
-        metrics.evaluator_for(xl_like, "")
+        quality.evaluator_for(xl_like, "")
     with pytest.raises(ValueError, match="is empty"):
-        metrics.evaluator_for(xl_like, tmp_path / "empty.npz")
+        quality.evaluator_for(xl_like, tmp_path / "empty.npz")
     np.savez(tmp_path / "grey.npz", arr_0=np.zeros((4, 8, 8), dtype=np.uint8))
     with pytest.raises(ValueError, match="uint8 images"):
-        metrics.evaluator_for(xl_like, tmp_path / "grey.npz")
+        quality.evaluator_for(xl_like, tmp_path / "grey.npz")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the package of this checkout, installed or not
 
-from bottleneck_utils import report  # after the path is set
+from bottleneck_utils.chapters import report  # after the path is set
 
 SOURCES = ROOT / "notebooks"
 OUTPUTS = report.BOOK_DIR

@@ -2,7 +2,7 @@
 
     python tools/train_side_by_side.py --device cuda --minutes 7 ladder/d256 ladder/d128-long ladder/d256-long
 
-Each rung runs ``python -m bottleneck_utils.train RUNG --device DEVICE`` (resumable from ``runs/RUNG``), its
+Each rung runs ``python -m bottleneck_utils.organisms.train RUNG --device DEVICE`` (resumable from ``runs/RUNG``), its
 output in ``runs/RUNG/train.out``. A rung still training at the deadline is stopped; its last ``state.pt`` (at most
 500 steps behind) stays, so the same command continues it. The finished rungs are then measured and shipped one
 after another (``ladder finish``: they share one manifest). A small model's step is bound by kernel launches, not
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from bottleneck_utils import ladder
-from bottleneck_utils.train import positive_int
+from bottleneck_utils.organisms import ladder
+from bottleneck_utils.organisms.train import positive_int
 
 
 def last_logged_step(name: str) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rungs {unknown}; choose from {sorted(ladder.RUNGS)}")
     steps = ["--steps", str(args.steps)] if args.steps else []
-    commands = {name: [sys.executable, "-m", "bottleneck_utils.train", name, "--device", args.device, *steps]
+    commands = {name: [sys.executable, "-m", "bottleneck_utils.organisms.train", name, "--device", args.device, *steps]
                 for name in args.names}
     started = time.monotonic()
     status = run_side_by_side(commands, 60 * args.minutes, args.report_every,
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {'stopped at the deadline' if code is None else f'failed (exit {code})'}; "
                   f"see runs/{name}/train.out")
     if finished:
-        subprocess.run([sys.executable, "-m", "bottleneck_utils.ladder", "finish", "--device", args.device,
+        subprocess.run([sys.executable, "-m", "bottleneck_utils.organisms.ladder", "finish", "--device", args.device,
                         *finished], check=True)
     return 0 if len(finished) == len(status) else 1
 

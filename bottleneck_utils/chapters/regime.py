@@ -1,5 +1,5 @@
 """The regime question: which training factor moves c toward the paper's regime (the "When does the bottleneck
-appear?" chapter). Reads the shipped ladder rungs (:mod:`bottleneck_utils.ladder`); no training happens here.
+appear?" chapter). Reads the shipped ladder rungs (:mod:`bottleneck_utils.organisms.ladder`); no training happens here.
 
 The paper's regime is the range its ImageNet DiTs span (Tables 1 and 4): nPR(c) 1.5–10.5%, cos(c) 0.90–0.995,
 cos(y) 0.52–0.85, nPR(y) 36–70%. A statistic's distance to its band is 0 inside the band, else the gap to the
@@ -15,7 +15,7 @@ import json
 import pandas as pd
 import torch
 
-from bottleneck_utils import paper
+from bottleneck_utils.chapters import paper
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle
@@ -190,7 +190,8 @@ def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_st
     Returns one row per setting, indexed by its key (``"unpruned"``, ``"tail-every"``, …): its label, share of c removed, per-digit and all-digit agreement, the paired change of the
     per-digit agreement with its 95% bootstrap interval, and the mean |Δ pixel| from the unpruned sample.
     """
-    from bottleneck_utils import classifier, composite, sampling
+    from bottleneck_utils import sampling
+    from bottleneck_utils.organisms import classifier, composite
 
     reader = classifier.load_classifier()
     labels = sampling.balanced_labels(num_classes, num_samples)
@@ -215,8 +216,8 @@ def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_st
 def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, last_k: int, head_k: int,
                seed: int = 0, device: str = "cpu", autocast: str | None = None) -> pd.DataFrame:
     """:func:`composite_pruning` on a shipped rung (with weights), at the CFG scale its quality record found best."""
-    from bottleneck_utils import ladder
     from bottleneck_utils.models import load
+    from bottleneck_utils.organisms import ladder
 
     quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
     return composite_pruning(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
@@ -233,7 +234,7 @@ DESTROYED_BELOW = 0.5  # generation is destroyed when per-digit agreement falls 
 
 def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
     """The two precondition rows of the pruning claims on a rung (see :func:`in_regime`), under the book's rule."""
-    from bottleneck_utils import report
+    from bottleneck_utils.chapters import report
 
     return [report.precondition_row("c is sparse: nPR(c) at most the paper's largest (DiT-XL/2)",
                                     paper=f"≤ {bands['npr_c'][1]:.2%}", ours=f"{row['npr_c']:.2%}",
@@ -251,7 +252,7 @@ def pruning_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
     Destroyed: per-digit agreement below ``DESTROYED_BELOW`` × the unpruned one. The tail beats its random
     control when its paired interval lies wholly above the control's.
     """
-    from bottleneck_utils import report
+    from bottleneck_utils.chapters import report
 
     unpruned, head = results.loc["unpruned", "per_digit"], results.loc["head"]
     tail, control = results.loc["tail-every"], results.loc["random-tail"]

@@ -3,6 +3,7 @@ and, later, the domain feature net of the metrics (its 128-d penultimate layer).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -10,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bottleneck_utils import integrity
+from bottleneck_utils.features import quantize
 from bottleneck_utils.images import check_images
 
 WEIGHTS = integrity.CHECKPOINT_DIR / "mnist-classifier" / "model.safetensors"
@@ -81,3 +83,21 @@ def predict(model: MnistClassifier, images: torch.Tensor, batch_size: int = 1024
     device = next(model.parameters()).device
     chunks = [model(images[i : i + batch_size].to(device)).softmax(-1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def classifier_outputs(model, images: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, 128), class probabilities (N, 10)) of (N, 1, 14, 14) images in [0, 1], quantized first."""
+    images = check_images(images)
+    if tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"the MNIST classifier takes {IMAGE_SHAPE} images, got {tuple(images.shape[1:])}")
+    device = next(model.parameters()).device
+    features, probs = [], []
+    for start in range(0, len(images), batch_size):
+        batch = quantize(images[start : start + batch_size]).to(device)  # (B, 1, 14, 14)
+        hidden = model.features(batch)  # (B, 128)
+        features.append(hidden.double().cpu().numpy())
+        probs.append(model.fc2(hidden).softmax(-1).double().cpu().numpy())
+    if not features:  # no images: empty arrays of the right widths
+        return np.empty((0, model.fc1.out_features)), np.empty((0, model.fc2.out_features))
+    return np.concatenate(features), np.concatenate(probs)

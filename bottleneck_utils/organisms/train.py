@@ -1,10 +1,10 @@
 """Trains the embedded model organisms and their MNIST classifier.
 
-    python -m bottleneck_utils.train mnist-classifier --install   # the 14×14 MNIST classifier (~1 CPU minute)
-    python -m bottleneck_utils.train mnist-dit --install          # the class-conditional DiT (~20 CPU minutes)
-    python -m bottleneck_utils.train mnist-sit --install          # the same in SiT's flow convention
-    python -m bottleneck_utils.train mnist-unet --install         # the same on a U-Net (~2× mnist-dit's time)
-    python -m bottleneck_utils.train ising-dit --install          # the temperature-conditional DiT (~70 CPU minutes)
+    python -m bottleneck_utils.organisms.train mnist-classifier --install   # the 14×14 MNIST classifier (~1 CPU minute)
+    python -m bottleneck_utils.organisms.train mnist-dit --install          # the class-conditional DiT (~20 CPU minutes)
+    python -m bottleneck_utils.organisms.train mnist-sit --install          # the same in SiT's flow convention
+    python -m bottleneck_utils.organisms.train mnist-unet --install         # the same on a U-Net (~2× mnist-dit's time)
+    python -m bottleneck_utils.organisms.train ising-dit --install          # the temperature-conditional DiT (~70 CPU minutes)
 
 A run writes into its own folder (``--out``, default ``runs/NAME``) and saves a resumable ``state.pt`` every 500
 steps: run the same command again to continue. Only ``--install``, after training succeeds, replaces the shipped
@@ -16,7 +16,7 @@ the layout of the hub checkpoint. Every ``log_every`` steps :func:`stats.summary
 raw and the EMA weights, goes into ``train_log.csv``.
 
 A recipe with a ``"condition"`` entry trains a continuous-condition model (``ising-dit``): the label table is
-replaced by :class:`bottleneck_utils.conditions.ContinuousConditionEmbedding`, dropped conditions become NaN (the
+replaced by :class:`bottleneck_utils.continuous.ContinuousConditionEmbedding`, dropped conditions become NaN (the
 learned null vector), and the logged statistics are taken over a grid of the trained range.
 
 A recipe with ``"family": "unet"`` (``mnist-unet``) trains a diffusers ``UNet2DModel`` from its ``"unet"`` config, with
@@ -38,15 +38,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from bottleneck_utils import bottleneck, classifier, data
-from bottleneck_utils.conditions import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
-from bottleneck_utils.embeddings import first_time_summary
+from bottleneck_utils import adaln_code, integrity
+from bottleneck_utils.continuous import NULL, ConditionRange, ContinuousConditionEmbedding, install_condition_embedders
+from bottleneck_utils.embeddings import conditional_vectors, first_time_summary
+from bottleneck_utils.images import write_atomically
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
-from bottleneck_utils.models import Bundle, TimeConvention, objective_time, resolve_device
+from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir, load, objective_time, resolve_device
+from bottleneck_utils.organisms import classifier, data, quality
 from bottleneck_utils.unet import MNIST_UNET_CONFIG, ConditionedUNet, build_unet
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,13 +265,6 @@ def embedding_summary(model: DiTTransformer2DModel | ConditionedUNet, time: Time
                                      device=device))
 
 
-def write_atomically(path: Path, write) -> None:
-    """Calls ``write(temporary_path)``, then renames it onto ``path``: a reader never sees a half-written file."""
-    temporary = path.with_name(path.name + ".partial")
-    write(temporary)
-    temporary.replace(path)
-
-
 def write_log(path: Path, rows: list[dict]) -> None:
     def write(temporary: Path) -> None:
         with temporary.open("w", newline="") as handle:
@@ -341,7 +336,7 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
     condition = ConditionRange(**recipe["condition"]) if recipe.get("condition") else None
     time = time_convention(recipe)
     device = resolve_device(device)
-    model = bottleneck.prepare(build_model(recipe, seed, condition), recipe, time).to(device).train()
+    model = prepare(build_model(recipe, seed, condition), recipe, time).to(device).train()
     ema = copy.deepcopy(model).eval()  # deepcopy keeps the embedder shared inside the copy
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
     generator = torch.Generator().manual_seed(seed)
@@ -365,7 +360,7 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
         x_t, t, target = noisy_batch(recipe, x0, generator)
         t, y = t.to(device), y.to(device)
         prediction = model(x_t.to(device), timestep=t, class_labels=y).sample
-        objective = F.mse_loss(prediction, target.to(device)) + bottleneck.l1_penalty(conditioning_embedder(model), recipe, t, y)
+        objective = F.mse_loss(prediction, target.to(device)) + l1_penalty(conditioning_embedder(model), recipe, t, y)
         loss = update(model, ema, optimizer, objective, recipe["ema_decay"])
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
@@ -440,7 +435,7 @@ def install(out_dir: Path, name: str, weights: bool = True) -> str:
 
 def organism(name: str) -> tuple[dict, object]:
     """The recipe and data source of an embedded organism or a ladder rung."""
-    from bottleneck_utils import ladder
+    from bottleneck_utils.organisms import ladder
 
     if name in ladder.RUNGS:
         return ladder.RUNGS[name], ladder.source(ladder.RUNGS[name])
@@ -461,7 +456,6 @@ def finish_run(name: str, measure, weights: bool, command: str, device: str = "c
     """Measures the finished run ``runs/NAME`` on ``device`` (``measure(bundle)`` → a quality record, to which the
     device is added), writes its ``quality.json`` and installs it (with its weights, or its embedder only);
     ``command`` trains it, for the error message."""
-    from bottleneck_utils.models import load
 
     out_dir = Path("runs") / name
     if not (out_dir / "model.safetensors").is_file():
@@ -571,10 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     save_run(out_dir, ema, recipe, steps, args.seed)
     print(f"saved {args.name} into {out_dir}")
     if args.name in MNIST_ORGANISMS:  # the quality bar, recorded beside the weights and shipped with them
-        from bottleneck_utils.models import load
-        from bottleneck_utils.quality import mnist_quality
 
-        measured = mnist_quality(load(str(out_dir)))
+        measured = quality.mnist_quality(load(str(out_dir)))
         write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(measured, indent=2) + "\n"))
         print(f"quality: {measured['per_digit']:.1%} of samples read as the requested digit at CFG {measured['best_cfg']:g}")
     if args.install:
@@ -583,3 +575,47 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+PATH_POINTS = 100  # timesteps of the schedule at which silu(c) is collected for the initial P
+
+
+def principal_basis(model: DiTTransformer2DModel, k: int, time: TimeConvention) -> torch.Tensor:
+    """The top-k right singular vectors (k, D) of silu(c) over every label (null included) × :data:`PATH_POINTS`
+    timesteps spread over the schedule; uncentred, so the shared direction of c is kept."""
+    num_classes = model.config.num_embeds_ada_norm
+    bundle = Bundle("narrowing", model.transformer_blocks[0].norm1.emb, num_classes, time,
+                    device=next(model.parameters()).device)
+    timesteps = torch.linspace(0, time.t_max, PATH_POINTS)
+    if time.kind == "ddpm":
+        timesteps = timesteps.round().unique()
+    c = conditional_vectors(bundle, list(range(num_classes + 1)), timesteps.tolist(), include_null=True)
+    vectors = torch.nn.functional.silu(c.reshape(-1, c.shape[-1])).double().cpu()  # (T·(n+1), D)
+    return torch.linalg.svd(vectors, full_matrices=False).Vh[:k].float()  # (k, D)
+
+
+def warm_start(model: DiTTransformer2DModel, name: str) -> None:
+    """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
+    path = embedded_dir(name) / "model.safetensors"
+    integrity.verified(name, path)
+    model.load_state_dict(load_file(path))
+
+
+def prepare(model: DiTTransformer2DModel, recipe: dict, time: TimeConvention) -> DiTTransformer2DModel:
+    """Applies a recipe's ``init_from`` (warm start) and ``code_width`` (narrowing at the principal basis)."""
+    if recipe.get("init_from"):
+        warm_start(model, recipe["init_from"])
+    if recipe.get("code_width"):
+        adaln_code.narrow(model, principal_basis(model, recipe["code_width"], time))
+    return model
+
+
+def l1_penalty(embedder: nn.Module, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
+    """λ · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)``, for a recipe with
+    ``"l1_c": λ``; 0 otherwise."""
+    strength = recipe.get("l1_c", 0.0)
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
+        raise ValueError(f"recipe['l1_c'] must be a number >= 0 (the L1 strength λ), got {strength!r}")
+    if not strength:
+        return 0.0
+    return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()

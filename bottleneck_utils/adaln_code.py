@@ -10,7 +10,7 @@ the condition. P starts at the top-k right singular vectors of silu(c) over ever
 being narrowed: the narrowed model starts as the plain one restricted to the k directions that carry most of
 silu(c)'s energy. With k = D and P = I it IS the plain model.
 
-Recipes (:mod:`bottleneck_utils.beyond`) add ``"code_width": k``, ``"l1_c": λ`` (the loss gains λ·mean|c|) and
+Recipes (:mod:`bottleneck_utils.organisms.beyond`) add ``"code_width": k``, ``"l1_c": λ`` (the loss gains λ·mean|c|) and
 ``"init_from"`` (a shipped organism to warm-start from) to an organism's recipe; :func:`prepare` applies them.
 """
 
@@ -18,15 +18,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import DiTTransformer2DModel
-from safetensors.torch import load_file
 from torch import nn
-
-from bottleneck_utils import integrity
-from bottleneck_utils.embeddings import conditional_vectors
-from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir
-
-PATH_POINTS = 100  # timesteps of the schedule at which silu(c) is collected for the initial P
-
 
 # ---------------------------------------------------------------------------------------------------
 #                                    Narrowing the adaLN input to k dims
@@ -67,20 +59,6 @@ def narrow(model: DiTTransformer2DModel, basis: torch.Tensor) -> DiTTransformer2
     return model
 
 
-def principal_basis(model: DiTTransformer2DModel, k: int, time: TimeConvention) -> torch.Tensor:
-    """The top-k right singular vectors (k, D) of silu(c) over every label (null included) × :data:`PATH_POINTS`
-    timesteps spread over the schedule; uncentred, so the shared direction of c is kept."""
-    num_classes = model.config.num_embeds_ada_norm
-    bundle = Bundle("narrowing", model.transformer_blocks[0].norm1.emb, num_classes, time,
-                    device=next(model.parameters()).device)
-    timesteps = torch.linspace(0, time.t_max, PATH_POINTS)
-    if time.kind == "ddpm":
-        timesteps = timesteps.round().unique()
-    c = conditional_vectors(bundle, list(range(num_classes + 1)), timesteps.tolist(), include_null=True)
-    vectors = torch.nn.functional.silu(c.reshape(-1, c.shape[-1])).double().cpu()  # (T·(n+1), D)
-    return torch.linalg.svd(vectors, full_matrices=False).Vh[:k].float()  # (k, D)
-
-
 def adaln_macs(hidden: int, depth: int, k: int | None = None) -> int:
     """Multiply-accumulates per sample of the adaLN projections: depth·D·6D + D·2D plain; D·k + depth·k·6D + k·2D
     narrowed (P is applied once and shared)."""
@@ -93,29 +71,3 @@ def adaln_macs(hidden: int, depth: int, k: int | None = None) -> int:
 #                                    Recipes: warm start, narrowing, L1
 # ---------------------------------------------------------------------------------------------------
 
-
-def warm_start(model: DiTTransformer2DModel, name: str) -> None:
-    """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
-    path = embedded_dir(name) / "model.safetensors"
-    integrity.verified(name, path)
-    model.load_state_dict(load_file(path))
-
-
-def prepare(model: DiTTransformer2DModel, recipe: dict, time: TimeConvention) -> DiTTransformer2DModel:
-    """Applies a recipe's ``init_from`` (warm start) and ``code_width`` (narrowing at the principal basis)."""
-    if recipe.get("init_from"):
-        warm_start(model, recipe["init_from"])
-    if recipe.get("code_width"):
-        narrow(model, principal_basis(model, recipe["code_width"], time))
-    return model
-
-
-def l1_penalty(embedder: nn.Module, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
-    """λ · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)``, for a recipe with
-    ``"l1_c": λ``; 0 otherwise."""
-    strength = recipe.get("l1_c", 0.0)
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
-        raise ValueError(f"recipe['l1_c'] must be a number >= 0 (the L1 strength λ), got {strength!r}")
-    if not strength:
-        return 0.0
-    return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()

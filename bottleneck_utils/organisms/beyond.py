@@ -1,4 +1,4 @@
-"""Beyond the paper: organisms with a bottleneck built in at training time (:mod:`bottleneck_utils.bottleneck`).
+"""Beyond the paper: organisms with a bottleneck built in at training time (:mod:`bottleneck_utils.adaln_code`).
 
 Every variant starts from the shipped ``mnist-dit`` and trains on for the same number of steps under one
 constraint; ``beyond/full`` trains on unconstrained, so it is the control that separates the constraint from the
@@ -11,8 +11,8 @@ extra training:
 
 Warm-starting is this CPU's compromise: a from-scratch mnist-dit costs ~20 CPU minutes, a variant here ~5.
 
-    python -m bottleneck_utils.beyond train [VARIANT ...]    # train, measure and ship, one after another
-    python -m bottleneck_utils.beyond finish [VARIANT ...]   # measure and ship variants whose training has ended
+    python -m bottleneck_utils.organisms.beyond train [VARIANT ...]    # train, measure and ship, one after another
+    python -m bottleneck_utils.organisms.beyond finish [VARIANT ...]   # measure and ship variants whose training has ended
 
 Quality (``quality.json``): :func:`quality.mnist_quality` at :data:`QUALITY_STEPS` DDIM steps. Every variant ships
 its weights (the chapter samples from each).
@@ -20,8 +20,8 @@ its weights (the chapter samples from each).
 
 from __future__ import annotations
 
-from bottleneck_utils import train
-from bottleneck_utils.quality import mnist_quality
+from bottleneck_utils.organisms import train
+from bottleneck_utils.organisms.quality import mnist_quality
 
 CODE_WIDTHS = (2, 4, 8, 16, 32)
 L1_STRENGTHS = (1e-2, 1e-1)
@@ -39,7 +39,7 @@ QUALITY_PER_CLASS = 30
 def finish(name: str, device: str = "cpu") -> dict:
     """Measures a finished variant's quality on ``device`` into ``quality.json`` and installs it (weights included)."""
     return train.finish_run(name, lambda bundle: mnist_quality(bundle, QUALITY_PER_CLASS, QUALITY_STEPS), True,
-                            "python -m bottleneck_utils.beyond", device)
+                            "python -m bottleneck_utils.organisms.beyond", device)
 
 
 def main(argv: list[str] | None = None) -> None:

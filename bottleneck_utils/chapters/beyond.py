@@ -1,7 +1,7 @@
 """The "Beyond the paper" chapter's measurements: bottleneck-trained variants against their control, and the same
 pruning protocol on a DiT and a class-conditioned U-Net. Reads shipped organisms; no training happens here.
 
-Quality is MNIST-FID and class accuracy (:func:`metrics.evaluator_for`) of class-balanced CFG samples. Every
+Quality is MNIST-FID and class accuracy (:func:`quality.evaluator_for`) of class-balanced CFG samples. Every
 model is sampled from the same noise and labels, so a change against the control is a paired bootstrap interval
 (:func:`metrics.bootstrap_table`); the noise floor is the spread (max − min) of the control's FID over
 ``noise_seeds`` unpaired reruns with other noise.
@@ -13,10 +13,12 @@ import json
 
 import pandas as pd
 
-from bottleneck_utils import beyond, bottleneck, compute, integrity, metrics, regime, report
+from bottleneck_utils import adaln_code, adaln_cost, integrity, metrics
+from bottleneck_utils.chapters import regime, report
 from bottleneck_utils.embeddings import first_time_summary
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
+from bottleneck_utils.organisms import beyond, quality
 from bottleneck_utils.sampling import balanced_labels, sample
 
 CONTROL = "beyond/full"
@@ -56,21 +58,21 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
     if unknown:
         raise ValueError(f"{unknown} are not beyond variants; choose from {list(beyond.VARIANTS)}")
     if CONTROL not in names:
-        raise ValueError(f"the control {CONTROL} is not shipped: train it with python -m bottleneck_utils.beyond train {CONTROL}")
+        raise ValueError(f"the control {CONTROL} is not shipped: train it with python -m bottleneck_utils.organisms.beyond train {CONTROL}")
     bundles = {name: load(name, device=device) for name in names}
-    evaluator = metrics.evaluator_for(bundles[CONTROL], n_kid=n_samples, seed=seed, device=device)
+    evaluator = quality.evaluator_for(bundles[CONTROL], n_kid=n_samples, seed=seed, device=device)
     labels = balanced_labels(bundles[CONTROL].num_classes, n_samples)
     sets = {name: _sample_set(bundle, evaluator, labels, num_steps, cfg_scale, seed) for name, bundle in bundles.items()}
     table = metrics.bootstrap_table(sets, evaluator.reference, CONTROL, n_boot=n_boot, seed=seed, progress=False)
-    rows = [{"variant": name, "code width": bottleneck.code_width(bundles[name].transformer),
+    rows = [{"variant": name, "code width": adaln_code.code_width(bundles[name].transformer),
              "L1 λ": beyond.VARIANTS[name].get("l1_c", 0.0),
              **_change(table, name, "FID"), **_change(table, name, "accuracy")} for name in names]
     floor = {seed: table.loc[(CONTROL, "FID"), "value"]}
     for noise_seed in noise_seeds:
         control = _sample_set(bundles[CONTROL], evaluator, labels, num_steps, cfg_scale, noise_seed)
         floor[noise_seed] = metrics.metric_values(control, evaluator.reference)["FID"]
-    quality = pd.DataFrame(rows).set_index("variant").astype({"code width": float})  # NaN: no code
-    return quality, pd.Series(floor, name="control FID by noise seed")
+    table = pd.DataFrame(rows).set_index("variant").astype({"code width": float})  # NaN: no code
+    return table, pd.Series(floor, name="control FID by noise seed")
 
 
 def variant_statistics(names: list[str]) -> pd.DataFrame:
@@ -84,10 +86,10 @@ def variant_statistics(names: list[str]) -> pd.DataFrame:
     config = beyond.BASE["transformer"]
     hidden, depth = config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
     tokens = (config["sample_size"] // config["patch_size"]) ** 2
-    plain = bottleneck.adaln_macs(hidden, depth)
-    table["adaLN MACs share"] = [bottleneck.adaln_macs(hidden, depth, beyond.VARIANTS[n].get("code_width")) / plain
+    plain = adaln_code.adaln_macs(hidden, depth)
+    table["adaLN MACs share"] = [adaln_code.adaln_macs(hidden, depth, beyond.VARIANTS[n].get("code_width")) / plain
                                  for n in names]
-    table["forward saved"] = compute.adaln_flop_share(hidden, tokens, depth) * (1 - table["adaLN MACs share"])
+    table["forward saved"] = adaln_cost.adaln_flop_share(hidden, tokens, depth) * (1 - table["adaLN MACs share"])
     return table
 
 
@@ -129,7 +131,7 @@ def organism_pruning(bundle: Bundle, n_samples: int, num_steps: int, cfg_scale: 
     Returns one row per setting (indexed by its key) in the columns :func:`regime.pruning_claims` reads
     (``per_digit`` is the class accuracy), with the FID and its paired change besides.
     """
-    evaluator = metrics.evaluator_for(bundle, n_kid=n_samples, seed=seed, device=str(bundle.device))
+    evaluator = quality.evaluator_for(bundle, n_kid=n_samples, seed=seed, device=str(bundle.device))
     labels = balanced_labels(bundle.num_classes, n_samples)
     settings = [setting for setting in regime.pruning_settings(bundle, num_steps, tail_share, 1, head_k)
                 if setting[0] in PRUNING_KEYS]  # last_k = 1: that setting is not among the keys

@@ -8,6 +8,8 @@ import numpy as np
 import seaborn as sns
 import torch
 
+from bottleneck_utils import stats
+
 PAPER_TAUS = (0.01, 0.02, 0.05)  # the absolute thresholds of the paper's Table 2
 
 
@@ -47,8 +49,6 @@ def cosine_heatmap(ax, vectors: torch.Tensor, title: str, vmin: float | None = N
 
     Tick labels are drawn for at most 20 rows; ``vmin`` shares one colour scale between panels.
     """
-    from bottleneck_utils import stats
-
     matrix = stats.cosine_matrix(vectors).cpu().numpy()  # (n, n)
     shown = labels[: len(matrix)] if labels is not None and len(matrix) <= 20 else False
     sns.heatmap(matrix, ax=ax, vmin=vmin, vmax=1, cmap="viridis", square=True, xticklabels=shown, yticklabels=shown)

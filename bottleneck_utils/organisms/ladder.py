@@ -1,6 +1,6 @@
 """The regime ladder: organisms that differ from one base recipe along one training factor each.
 
-The base is a DiT on composite digits (:mod:`bottleneck_utils.composite`: 2×2 canvases of 12×12 MNIST digits,
+The base is a DiT on composite digits (:mod:`bottleneck_utils.organisms.composite`: 2×2 canvases of 12×12 MNIST digits,
 24×24, patch 3 → 64 tokens, 4×4 tokens per digit), width 64, 2 blocks, AdamW at 1e-3, batch 128, DDPM over 1000 timesteps, 10 classes.
 Each rung changes one factor:
 
@@ -17,12 +17,12 @@ class rungs longer (each changes one factor from its own rung): 40,000 steps, ex
 
 A rung's log is :func:`stats.summary` of c at t₀ every 100 steps, so the length axis is also read off every log.
 
-    python -m bottleneck_utils.ladder train [RUNG ...]    # train, measure and ship rungs one after another
+    python -m bottleneck_utils.organisms.ladder train [RUNG ...]    # train, measure and ship rungs one after another
                                                           # (default: every rung not shipped yet; --device cuda)
-    python -m bottleneck_utils.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
+    python -m bottleneck_utils.organisms.ladder finish [RUNG ...]   # measure and ship rungs whose training has ended
                                                           # (--device cuda measures on the GPU)
-    python -m bottleneck_utils.ladder status [RUNG ...]   # shipped, training (last logged step) or pending
-    python -m bottleneck_utils.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
+    python -m bottleneck_utils.organisms.ladder status [RUNG ...]   # shipped, training (last logged step) or pending
+    python -m bottleneck_utils.organisms.train ladder/c1000         # one rung's training alone, resumable (runs/ladder/c1000)
 
 Quality: composite-digit agreement of CFG samples at several scales (:func:`quality.composite_quality`), written
 to ``quality.json``; a rung below the bar is shipped and reported as below it. Every rung ships its log and embedder; the rungs in ``WEIGHTS_SHIPPED`` (the ends of
@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from bottleneck_utils import composite, data
-from bottleneck_utils.quality import composite_quality
+from bottleneck_utils.organisms import composite, data
+from bottleneck_utils.organisms.quality import composite_quality
 
 BASE = {
     "transformer": {
@@ -108,16 +108,16 @@ def source(recipe: dict) -> composite.CompositeDigits:
 
 def finish(name: str, device: str = "cpu") -> dict:
     """Measures a finished rung's quality on ``device`` into ``quality.json`` and installs it into the package data."""
-    from bottleneck_utils import train
+    from bottleneck_utils.organisms import train
 
     classes = RUNGS[name]["classes"]
     return train.finish_run(name, lambda bundle: composite_quality(bundle, classes, QUALITY_SAMPLES[classes],
                                                                    QUALITY_STEPS),
-                            name in WEIGHTS_SHIPPED, "python -m bottleneck_utils.ladder", device)
+                            name in WEIGHTS_SHIPPED, "python -m bottleneck_utils.organisms.ladder", device)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bottleneck_utils import train
+    from bottleneck_utils.organisms import train
 
     train.registry_main(argv, __doc__, RUNGS, source, finish, lambda name, quality: (
         f"{name}: per-digit {quality['per_digit']:.1%}, all digits {quality['all_digits']:.1%} "
