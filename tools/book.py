@@ -3,12 +3,14 @@
     python tools/book.py execute [--model M] [--continuous-model M] [--device D] [--samples N] [--only NAME ...]
                                  [--jobs J]
     python tools/book.py check
+    python tools/book.py glue-diff [--base REV] [NAME ...]
 
 ``execute`` checks every model name and the device before the first chapter runs, gives each chapter only the
 parameters it declares (and refuses a parameter no selected chapter declares), and writes each executed notebook
 through a ``.partial.ipynb`` that is removed if the chapter fails. On a CPU it runs two chapters at a time, each
 kernel at one thread (``--jobs``): the chapters' models are small, so two one-thread kernels finish the book sooner
-than one two-thread kernel; the appendix waits for the others. ``check`` needs only jupytext and nbformat.
+than one two-thread kernel; the appendix waits for the others. ``check`` needs only jupytext and nbformat. ``glue-diff`` compares the values each executed chapter glues
+with those of the same chapter committed at ``--base`` (default HEAD): names added, removed or changed.
 This is build tooling for a source checkout, not part of the importable package.
 """
 
@@ -95,6 +97,37 @@ def stale_notebooks(output_dir: Path = OUTPUTS) -> list[str]:
             problems.append(f"{executed.parent.name}/{executed.name} is stale: its code differs from "
                             f"notebooks/{name}.md")
     return problems
+
+
+def glued_values(notebook) -> dict[str, str]:
+    """Every value a notebook glues (myst-nb's ``glue``), by name: its plain-text, Markdown or image form as stored."""
+    values = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook")
+            if record:
+                data = {key.removeprefix(record["mime_prefix"]): value for key, value in output.get("data", {}).items()}
+                values[record["name"]] = str(next((data[k] for k in ("text/plain", "text/markdown", "text/html")
+                                                   if k in data), sorted(data)))
+    return values
+
+
+def glue_differences(name: str, base: str) -> list[str]:
+    """Lines naming each glued value of ``book/<name>.ipynb`` that differs from the one committed at ``base``."""
+    import subprocess
+
+    import nbformat
+
+    committed = subprocess.run(["git", "show", f"{base}:book/{name}.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    if committed.returncode:
+        return [f"{name}: no book/{name}.ipynb at {base}"]
+    before = glued_values(nbformat.reads(committed.stdout, as_version=4))
+    after = glued_values(nbformat.read(OUTPUTS / f"{name}.ipynb", as_version=4))
+    lines = [f"{name}: {key} only at {base}: {before[key][:80]!r}" for key in sorted(set(before) - set(after))]
+    lines += [f"{name}: {key} is new: {after[key][:80]!r}" for key in sorted(set(after) - set(before))]
+    lines += [f"{name}: {key}: {before[key][:80]!r} -> {after[key][:80]!r}" for key in sorted(set(before) & set(after))
+              if before[key] != after[key]]
+    return lines
 
 
 def chapter_parameters(args) -> dict[str, dict]:
@@ -204,7 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--jobs", type=positive_int, default=None,
                      help="chapters at once (default: 2 on a CPU with 2+ cores, one thread each; else 1)")
     sub.add_parser("check", help="fail if an executed notebook is missing or stale")
+    glue = sub.add_parser("glue-diff", help="compare each chapter's glued values with those committed at --base")
+    glue.add_argument("names", nargs="*", default=CHAPTERS, help="chapters (default: all)")
+    glue.add_argument("--base", default="HEAD")
     args = parser.parse_args(argv)
+    if args.command == "glue-diff":
+        lines = [line for name in args.names for line in glue_differences(name, args.base)]
+        print("\n".join(lines) or f"every glued value equals the one at {args.base}")
+        return
     if args.command == "check":
         problems = stale_notebooks()
         print("\n".join(problems) or "all executed notebooks match their sources")
