@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import alternate
 
-from bottleneck_utils.organisms import composite, ladder, train
+from bottleneck_utils.organisms import composite, recipes, train
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
@@ -41,12 +41,12 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float
 
 def training_step(recipe: dict, batch_size: int, autocast: bool = False, compiled: bool = False):
     """A closure running one trainer step (the loop body of ``train.train_dit``) on random composite data."""
-    model = train.build_transformer(recipe["transformer"], seed=0).train()
-    ema = train.build_transformer(recipe["transformer"], seed=0).eval()
+    model = train.build_transformer(recipe.transformer, seed=0).train()
+    ema = train.build_transformer(recipe.transformer, seed=0).eval()
     forward = torch.compile(model) if compiled else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
-    cell = recipe["cell"]  # the rung's digit size, so the canvas divides by its patch
-    source = composite.CompositeDigits(torch.rand(1000, 1, cell, cell), torch.randint(10, (1000,)), recipe["classes"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0)
+    cell = recipe.cell  # the rung's digit size, so the canvas divides by its patch
+    source = composite.CompositeDigits(torch.rand(1000, 1, cell, cell), torch.randint(10, (1000,)), recipe.classes)
     generator = torch.Generator().manual_seed(0)
 
     def step():
@@ -54,7 +54,7 @@ def training_step(recipe: dict, batch_size: int, autocast: bool = False, compile
         x_t, t, target = train.noisy_batch(recipe, x0, generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = F.mse_loss(forward(x_t, timestep=t, class_labels=y).sample.float(), target)
-        train.update(model, ema, optimizer, loss, recipe["ema_decay"])
+        train.update(model, ema, optimizer, loss, recipe.ema_decay)
 
     return step
 
@@ -68,13 +68,13 @@ def step_flops(step) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rung", default="ladder/c10", choices=sorted(ladder.RUNGS))
+    parser.add_argument("--rung", default="ladder/c10", choices=sorted(recipes.RUNGS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = ladder.RUNGS[args.rung]
-    batch = recipe["batch_size"]
+    recipe = recipes.RUNGS[args.rung]
+    batch = recipe.batch_size
     variants = {"float32": (batch, False, False), "bfloat16 autocast": (batch, True, False),
                 "torch.compile": (batch, False, True), "batch 64": (64, False, False), "batch 256": (256, False, False)}
     steps = {name: training_step(recipe, *config) for name, config in variants.items()}

@@ -23,7 +23,7 @@ from bottleneck_utils import images as image_io
 from bottleneck_utils.chapters import report
 from bottleneck_utils.continuous import ConditionRange, install_condition_embedders
 from bottleneck_utils.models import block_embedders, tie_embedder_copies
-from bottleneck_utils.organisms import classifier, composite, quality, train
+from bottleneck_utils.organisms import classifier, cli, composite, quality, train
 from tests import synthetic
 from tools import book
 
@@ -576,7 +576,7 @@ def test_sampling_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, argv
 def test_train_cli_refuses_before_training(monkeypatch, capsys, argv, match):
     monkeypatch.setattr(train, "train_dit", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(SystemExit) as exit_:
-        train.main(argv)
+        cli.organism_main(argv)
     assert exit_.value.code == 2 and match in capsys.readouterr().err
 
 
@@ -623,21 +623,17 @@ def test_composite_digits_refuse_bad_shapes_and_ids(call, match):
 
 
 def test_beyond_finish_without_a_run_names_the_command(tmp_path, monkeypatch):
-    from bottleneck_utils.organisms import beyond
-
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as error:
-        beyond.finish("beyond/k2")
-    assert "python -m bottleneck_utils.organisms.beyond train beyond/k2" in one_line(error)
+        cli.finish_variant("beyond/k2")
+    assert "python -m bottleneck_utils.organisms.cli beyond train beyond/k2" in one_line(error)
     assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_beyond_cli_refuses_an_unknown_variant_before_writing(tmp_path, monkeypatch, capsys):
-    from bottleneck_utils.organisms import beyond
-
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        beyond.main(["train", "beyond/k3"])
+        cli.cli(["beyond", "train", "beyond/k3"])
     assert "unknown names ['beyond/k3']" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
@@ -662,9 +658,8 @@ def test_variant_statistics_refuses_an_unshipped_name():
 
 @pytest.mark.parametrize("strength", [-0.1, float("nan"), "0.1", True])
 def test_l1_penalty_refuses_a_strength_that_is_not_a_number_at_least_zero(strength):
-
-    with pytest.raises(ValueError, match=r"recipe\['l1_c'\] must be a number >= 0"):
-        train.l1_penalty(None, {"l1_c": strength}, torch.zeros(1), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"a recipe's l1_c\) must be a number >= 0"):
+        train.l1_penalty(None, strength, torch.zeros(1), torch.zeros(1, dtype=torch.long))
 
 
 def test_resolve_autocast_names_the_choices():

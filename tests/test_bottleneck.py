@@ -1,17 +1,19 @@
 """The bottleneck built into training: the k-dim adaLN code, the L1 penalty, and their runs' save/load."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from bottleneck_utils import adaln_code, models
 from bottleneck_utils.models import DDPM
-from bottleneck_utils.organisms import beyond, train
+from bottleneck_utils.organisms import recipes, train
 from tests.test_train import TINY, tiny_source
 
 
 def trained_like(seed=0):
     """A tiny DiT with non-zero adaLN and output weights (the DiT init zeroes them, which would hide any error)."""
-    model = train.build_transformer(TINY["transformer"], seed)
+    model = train.build_transformer(TINY.transformer, seed)
     torch.manual_seed(seed + 1)
     for layer in [getattr(owner, name) for owner, name in adaln_code._adaln_layers(model)] + [model.proj_out_2]:
         torch.nn.init.normal_(layer.weight, std=0.1)
@@ -69,12 +71,12 @@ def test_l1_penalty_is_lambda_times_mean_abs_c():
     model, t, y = trained_like(), torch.tensor([999, 3]), torch.tensor([0, 3])
     embedder = model.transformer_blocks[0].norm1.emb
     c = embedder(t, y, hidden_dtype=torch.float32)
-    assert train.l1_penalty(embedder, TINY, t, y) == 0.0
-    torch.testing.assert_close(train.l1_penalty(embedder, TINY | {"l1_c": 0.5}, t, y), 0.5 * c.abs().mean())
+    assert train.l1_penalty(embedder, TINY.l1_c, t, y) == 0.0
+    torch.testing.assert_close(train.l1_penalty(embedder, 0.5, t, y), 0.5 * c.abs().mean())
 
 
 def test_a_narrowed_run_saves_and_loads(tmp_path):
-    recipe = TINY | {"code_width": 3, "l1_c": 0.1}
+    recipe = replace(TINY, code_width=3, l1_c=0.1)
     ema = train.train_dit(recipe, tiny_source(), 2, 0, tmp_path, progress=False)
     train.save_run(tmp_path, ema, recipe, 2, 0)
     bundle = models.load(str(tmp_path))
@@ -83,12 +85,11 @@ def test_a_narrowed_run_saves_and_loads(tmp_path):
 
 
 def test_the_variants_differ_from_the_control_in_one_constraint():
-    control = beyond.VARIANTS["beyond/full"]
-    assert control["init_from"] == "mnist-dit" and "code_width" not in control and "l1_c" not in control
-    for name, recipe in beyond.VARIANTS.items():
-        extra = {key: value for key, value in recipe.items() if key not in control}
-        assert len(extra) == (name != "beyond/full")
-        assert {k: v for k, v in recipe.items() if k in control} == control
+    control = recipes.VARIANTS["beyond/full"].as_dict()
+    assert control["init_from"] == "mnist-dit" and control["code_width"] is None and control["l1_c"] == 0
+    for name, recipe in recipes.VARIANTS.items():
+        changed = {key for key, value in recipe.as_dict().items() if value != control[key]}
+        assert changed == (set() if name == "beyond/full" else {"code_width"} if "/k" in name else {"l1_c"})
 
 
 def test_kept_rows_follow_the_noise_floor_rule():

@@ -15,6 +15,7 @@ from bottleneck_utils.continuous import DEFAULT_GRID, ConditionRange, install_co
 from bottleneck_utils.embeddings import check_labels, class_embeddings, conditional_vectors
 from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies, tie_embedder_copies
 from bottleneck_utils.organisms import train
+from bottleneck_utils.organisms.recipes import Recipe
 from bottleneck_utils.sampling import sample
 
 RANGE = ConditionRange("temperature", 0.0, 4.5)
@@ -111,23 +112,19 @@ def test_sampler_uses_nan_as_the_null_and_is_seeded(continuous):
 #                                      Trainer, saving and loading
 # ---------------------------------------------------------------------------------------------------
 
-TINY = {
-    "transformer": {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
-                    "sample_size": 8, "patch_size": 2, "num_embeds_ada_norm": 1, "norm_eps": 1e-6},
-    "condition": RANGE.as_dict(), "steps": 4, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.9, "label_dropout": 0.5,
-    "log_every": 2, "class_names": None,
-}
+TINY = Recipe(transformer={"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
+                    "sample_size": 8, "patch_size": 2, "num_embeds_ada_norm": 1, "norm_eps": 1e-6}, condition=RANGE.as_dict(), steps=4, batch_size=8, lr=1e-3, ema_decay=0.9, label_dropout=0.5, log_every=2, class_names=None)
 
 
 def tiny_training(tmp_path):
     g = torch.Generator().manual_seed(0)
     images, temperatures = torch.rand(32, 1, 8, 8, generator=g) * 2 - 1, torch.rand(32, generator=g) * 4.5
     source = train.TensorSource(images, temperatures)
-    return train.train_dit(TINY, source, TINY["steps"], 0, tmp_path / "run", progress=False)
+    return train.train_dit(TINY, source, TINY.steps, 0, tmp_path / "run", progress=False)
 
 
 def test_trained_continuous_model_saves_and_loads_by_name(tmp_path, monkeypatch):
-    model = train.build_transformer(TINY["transformer"], seed=0, condition=RANGE)
+    model = train.build_transformer(TINY.transformer, seed=0, condition=RANGE)
     null = block_embedders(model)[0].class_embedder.null_embedding
     assert all(e is block_embedders(model)[0] for e in block_embedders(model)) and 0.005 < null.std() < 0.05
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path)

@@ -10,43 +10,44 @@ import pytest
 import torch
 
 from bottleneck_utils import integrity
-from bottleneck_utils.organisms import ladder, quality, train
+from bottleneck_utils.organisms import cli, composite, quality, recipes, train
+from bottleneck_utils.organisms.recipes import Recipe
 from tools import train_side_by_side
 
 FACTORS = {"classes", "width", "lr", "train_timesteps", "objective", "steps"}
 
 
-def factors(recipe: dict) -> dict:
-    width = recipe["transformer"]["num_attention_heads"] * recipe["transformer"]["attention_head_dim"]
-    return {"classes": recipe["classes"], "width": width, "lr": recipe["lr"],
-            "train_timesteps": recipe["train_timesteps"], "objective": recipe["objective"], "steps": recipe["steps"]}
+def factors(recipe: Recipe) -> dict:
+    width = recipe.transformer["num_attention_heads"] * recipe.transformer["attention_head_dim"]
+    return {"classes": recipe.classes, "width": width, "lr": recipe.lr, "train_timesteps": recipe.train_timesteps,
+            "objective": recipe.objective, "steps": recipe.steps}
 
 
-@pytest.mark.parametrize("name", sorted(ladder.RUNGS))
+@pytest.mark.parametrize("name", sorted(recipes.RUNGS))
 def test_each_rung_differs_from_the_base_in_its_own_factors_only(name):
-    base, recipe = factors(ladder.RUNGS["ladder/c10"]), factors(ladder.RUNGS[name])
+    base, recipe = factors(recipes.RUNGS["ladder/c10"]), factors(recipes.RUNGS[name])
     changed = {key for key in FACTORS if recipe[key] != base[key]}
     allowed = {"ladder/c1000": {"classes"}, "ladder/flow-c1000": {"classes", "objective"},
                "ladder/c10-long": {"steps"}, "ladder/d128-long": {"width", "steps"},
                "ladder/d256-long": {"width", "steps"}, "ladder/c1000-long": {"classes", "steps"}}.get(name)
     assert changed <= (allowed or FACTORS) and len(changed) <= 3
-    assert recipe["classes"] == ladder.RUNGS[name]["transformer"]["num_embeds_ada_norm"]
-    assert len(ladder.RUNGS[name]["class_names"]) == recipe["classes"]
+    assert recipe["classes"] == recipes.RUNGS[name].transformer["num_embeds_ada_norm"]
+    assert len(recipes.RUNGS[name].class_names) == recipe["classes"]
 
 
 def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
-    monkeypatch.setattr(ladder, "QUALITY_SAMPLES", {10: 20})
+    monkeypatch.setattr(recipes, "QUALITY_SAMPLES", {10: 20})
     monkeypatch.setattr(quality, "CFG_SCALES", (1.0, 2.0))
-    monkeypatch.setattr(ladder, "QUALITY_STEPS", 2)
-    recipe = ladder.RUNGS["ladder/c10"]
+    monkeypatch.setattr(recipes, "QUALITY_STEPS", 2)
+    recipe = recipes.RUNGS["ladder/c10"]
     digits = torch.rand(50, 1, 12, 12)
-    source = ladder.composite.CompositeDigits(digits, torch.randint(10, (50,)), 10)
+    source = composite.CompositeDigits(digits, torch.randint(10, (50,)), 10)
     out_dir = tmp_path / "runs" / "ladder" / "c10"
     ema = train.train_dit(recipe, source, 2, 0, out_dir, progress=False)
     train.save_run(out_dir, ema, recipe, 2, 0)
-    measured = ladder.finish("ladder/c10")
+    measured = cli.finish_rung("ladder/c10")
     assert set(measured["by_cfg"]) == {"1.0", "2.0"} and 0 <= measured["per_digit"] <= 1
     assert measured["meets_bar"] == (measured["per_digit"] >= quality.BAR)
     shipped = tmp_path / "checkpoints" / "ladder" / "c10"
@@ -59,15 +60,15 @@ def test_a_finished_rung_is_measured_and_shipped(tmp_path, monkeypatch):
 def test_finish_without_a_trained_run_names_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="ladder train ladder/c100"):
-        ladder.finish("ladder/c100")
+        cli.finish_rung("ladder/c100")
 
 
 def test_a_rung_shipped_without_weights_loads_its_embedder_with_the_null_row(tmp_path, monkeypatch):
     from bottleneck_utils import models
 
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
-    recipe = ladder.RUNGS["ladder/c100"]
-    source = ladder.composite.CompositeDigits(torch.rand(50, 1, 12, 12), torch.randint(10, (50,)), 100)
+    recipe = recipes.RUNGS["ladder/c100"]
+    source = composite.CompositeDigits(torch.rand(50, 1, 12, 12), torch.randint(10, (50,)), 100)
     out_dir = tmp_path / "run"
     ema = train.train_dit(recipe, source, 1, 0, out_dir, progress=False)
     train.save_run(out_dir, ema, recipe, 1, 0)
@@ -86,7 +87,7 @@ def test_bench_train_step_runs_on_a_rungs_data():
     spec = importlib.util.spec_from_file_location("bench_train", path)
     bench_train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_train)
-    recipe = ladder.RUNGS["ladder/c10"]
+    recipe = recipes.RUNGS["ladder/c10"]
     assert bench_train.step_flops(bench_train.training_step(recipe, batch_size=2)) > 0
 
 

@@ -3,6 +3,7 @@ runs; the DDPM and flow objectives; nothing shipped is touched unless asked."""
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,18 +11,15 @@ from safetensors.torch import load_file
 
 from bottleneck_utils import stats
 from bottleneck_utils.models import block_embedders, check_embedder_copies
-from bottleneck_utils.organisms import train
+from bottleneck_utils.organisms import cli, train
+from bottleneck_utils.organisms.recipes import Recipe
 
-TINY = {
-    "transformer": {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
-                    "sample_size": 8, "patch_size": 2, "num_embeds_ada_norm": 3, "norm_eps": 1e-6},
-    "steps": 6, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.9, "label_dropout": 0.5, "log_every": 3,
-    "class_names": ["a", "b", "c"],
-}
+TINY = Recipe(transformer={"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
+                    "sample_size": 8, "patch_size": 2, "num_embeds_ada_norm": 3, "norm_eps": 1e-6}, steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, label_dropout=0.5, log_every=3, class_names=["a", "b", "c"])
 
 
 def test_initialisation_is_the_original_dits():
-    model = train.build_transformer(TINY["transformer"], seed=0)
+    model = train.build_transformer(TINY.transformer, seed=0)
     embedders = block_embedders(model)
     assert all(e is embedders[0] for e in embedders)  # one shared module
     assert embedders[0].class_embedder.dropout_prob == 0.0  # the trainer drops labels itself
@@ -60,7 +58,7 @@ def test_training_is_seeded_and_logs_the_summary(tmp_path):
 
 @pytest.mark.parametrize("objective", ["ddpm", "flow-sit"])
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, objective):
-    recipe = TINY | {"objective": objective}
+    recipe = replace(TINY, objective=objective)
     whole = tiny_training(tmp_path / "whole", recipe, steps=6, checkpoint_every=2)
     tiny_training(tmp_path / "cut", recipe, steps=4, checkpoint_every=2)  # stops at 4, state saved
     resumed = tiny_training(tmp_path / "cut", recipe, steps=6, checkpoint_every=2)  # continues from 4
@@ -71,7 +69,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, objective):
 def test_a_run_of_another_recipe_is_not_resumed(tmp_path):
     tiny_training(tmp_path / "run", steps=2, checkpoint_every=2)
     with pytest.raises(ValueError, match="another recipe or seed; pass a new --out"):
-        tiny_training(tmp_path / "run", TINY | {"lr": 1e-4}, steps=4)
+        tiny_training(tmp_path / "run", replace(TINY, lr=1e-4), steps=4)
 
 
 def test_summary_logged_in_training_equals_the_chapter_computation(tmp_path):
@@ -95,12 +93,12 @@ def test_flow_loss_on_a_fixed_batch_is_the_hand_computed_one():
     s = t[:, None, None, None]
     for objective, x_t, target in [("flow-sit", s * x0 + (1 - s) * noise, x0 - noise),
                                    ("flow-repa", (1 - s) * x0 + s * noise, noise - x0)]:
-        got_x, got_t, got_target = train.noisy_batch({"objective": objective}, x0, torch.Generator().manual_seed(7))
+        got_x, got_t, got_target = train.noisy_batch(replace(TINY, objective=objective), x0, torch.Generator().manual_seed(7))
         assert torch.equal(got_t, t) and torch.equal(got_x, x_t) and torch.equal(got_target, target)
-    model = train.build_transformer(TINY["transformer"], seed=0)
+    model = train.build_transformer(TINY.transformer, seed=0)
     labels = torch.tensor([0, 1, 2, 3])
     expected = ((model(s * x0 + (1 - s) * noise, timestep=t, class_labels=labels).sample - (x0 - noise)) ** 2).mean()
-    got_x, got_t, got_target = train.noisy_batch({"objective": "flow-sit"}, x0, torch.Generator().manual_seed(7))
+    got_x, got_t, got_target = train.noisy_batch(replace(TINY, objective="flow-sit"), x0, torch.Generator().manual_seed(7))
     loss = torch.nn.functional.mse_loss(model(got_x, timestep=got_t, class_labels=labels).sample, got_target)
     assert torch.equal(loss, expected)
 
@@ -108,7 +106,7 @@ def test_flow_loss_on_a_fixed_batch_is_the_hand_computed_one():
 def test_short_ddpm_schedules_scale_beta_as_dit():
     schedule = train.ddpm_schedule(50)
     assert schedule["beta_start"] == pytest.approx(0.002) and schedule["beta_end"] == pytest.approx(0.4)
-    assert train.time_convention(TINY | {"train_timesteps": 50}).first_time == 49
+    assert train.time_convention(replace(TINY, train_timesteps=50)).first_time == 49
     with pytest.raises(ValueError, match="train_timesteps must be an int >= 2"):
         train.ddpm_schedule(1)
 
@@ -145,7 +143,7 @@ def test_install_ships_a_finished_run_and_records_its_sha(tmp_path, monkeypatch)
 def test_cli_rejects_bad_arguments_before_writing(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
     with pytest.raises(SystemExit):
-        train.main([*argv, "--out", str(tmp_path / "run")])
+        cli.organism_main([*argv, "--out", str(tmp_path / "run")])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "checkpoints").exists()
 
@@ -158,12 +156,12 @@ def fake_registry(tmp_path, monkeypatch):
     (tmp_path / "checkpoints" / "r/shipped" / "quality.json").write_text(json.dumps({"score": 0.5}))
     (tmp_path / "runs" / "r/half").mkdir(parents=True)
     (tmp_path / "runs" / "r/half" / "train_log.csv").write_text("step,loss\n100,0.3\n200,0.2\n")
-    return {name: dict(TINY, steps=400) for name in ("r/shipped", "r/half", "r/new")}
+    return {name: replace(TINY, steps=400) for name in ("r/shipped", "r/half", "r/new")}
 
 
 def test_registry_status_says_where_each_recipe_stands(tmp_path, monkeypatch, capsys):
     registry = fake_registry(tmp_path, monkeypatch)
-    train.registry_main(["status"], "", registry, None, None, lambda name, quality: f"{name}: {quality['score']}")
+    cli.registry_main(["status"], "", registry, None, None, lambda name, quality: f"{name}: {quality['score']}")
     assert capsys.readouterr().out.splitlines() == [
         "shipped   r/shipped: 0.5",
         "training  r/half: logged to step 200 of 400 in runs/r/half",
@@ -175,12 +173,12 @@ def test_registry_train_without_names_skips_shipped_recipes_and_checks_the_devic
     monkeypatch.setattr(train, "train_dit", lambda recipe, source, steps, seed, out_dir, device: trained.append(
         (str(out_dir), device)))
     monkeypatch.setattr(train, "save_run", lambda *args: None)
-    train.registry_main(["train"], "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
+    cli.registry_main(["train"], "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
     assert trained == [("runs/r/half", "cpu"), ("runs/r/new", "cpu")]
     assert capsys.readouterr().out.splitlines() == ["r/half; installed", "r/new; installed"]
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
-            train.registry_main(["train", "--device", "cuda", "r/new"], "", registry, None, None, None)
+            cli.registry_main(["train", "--device", "cuda", "r/new"], "", registry, None, None, None)
         assert "CUDA is not available" in capsys.readouterr().err and len(trained) == 2
 
 
@@ -191,10 +189,10 @@ def test_registry_train_runs_on_the_threads_asked_for(tmp_path, monkeypatch, cap
     threads = torch.get_num_threads()
     try:
         for argv in (["train", "r/new"], ["train", "--threads", "2", "r/new"]):
-            train.registry_main(argv, "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
+            cli.registry_main(argv, "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2]  # one thread unless asked: lanes side by side on 2 cores only slow each other down
     with pytest.raises(SystemExit):
-        train.registry_main(["train", "--threads", "0", "r/new"], "", registry, None, None, None)
+        cli.registry_main(["train", "--threads", "0", "r/new"], "", registry, None, None, None)
     assert len(seen) == 2

@@ -10,13 +10,13 @@ from safetensors.torch import load_file
 
 from bottleneck_utils import embeddings, masks, models, sampling, unet
 from bottleneck_utils.models import DDPM, Bundle
-from bottleneck_utils.organisms import train
+from bottleneck_utils.organisms import recipes, train
 
 TINY_UNET = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
              "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
              "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 4, "num_class_embeds": 4}
-TINY_RECIPE = {"family": "unet", "unet": TINY_UNET, "steps": 2, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9,
-               "label_dropout": 0.5, "log_every": 2, "class_names": ["a", "b", "c"]}
+TINY_RECIPE = recipes.Recipe(family="unet", unet=TINY_UNET, steps=2, batch_size=4, lr=1e-3, ema_decay=0.9,
+                             label_dropout=0.5, log_every=2, class_names=("a", "b", "c"))
 
 
 def tiny_unet_bundle(seed=0) -> Bundle:
@@ -98,9 +98,9 @@ def test_a_saved_unet_run_loads_and_samples(tmp_path):
 
 
 def test_the_mnist_recipe_is_mnist_dits_budget_on_a_14x14_unet():
-    shared = {k: v for k, v in train.MNIST_DIT.items() if k != "transformer"}
-    assert {k: train.MNIST_UNET[k] for k in shared} == shared
-    model = unet.build_unet(train.MNIST_UNET["unet"], seed=0).eval()
+    dit, net = recipes.MNIST_DIT.as_dict(), recipes.MNIST_UNET.as_dict()
+    assert {key for key in dit if dit[key] != net[key]} == {"transformer", "unet", "family"}
+    model = unet.build_unet(recipes.MNIST_UNET.unet, seed=0).eval()
     x = torch.randn(2, 1, 14, 14)
     with torch.no_grad():
         assert model(x, torch.tensor([999, 0]), torch.tensor([3, 10])).sample.shape == (2, 1, 14, 14)

@@ -2,8 +2,8 @@
 
     python tools/train_side_by_side.py --device cuda --minutes 7 ladder/d256 ladder/d128-long ladder/d256-long
 
-Each rung runs ``python -m bottleneck_utils.organisms.train RUNG --device DEVICE`` (resumable from ``runs/RUNG``), its
-output in ``runs/RUNG/train.out``. A rung still training at the deadline is stopped; its last ``state.pt`` (at most
+Each rung runs ``python -m bottleneck_utils.organisms.cli organism RUNG --device DEVICE`` (resumable from
+``runs/RUNG``), its output in ``runs/RUNG/train.out``. A rung still training at the deadline is stopped; its last ``state.pt`` (at most
 500 steps behind) stays, so the same command continues it. The finished rungs are then measured and shipped one
 after another (``ladder finish``: they share one manifest). A small model's step is bound by kernel launches, not
 by the GPU, so rungs side by side train about as fast as one alone.
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from bottleneck_utils.organisms import ladder
-from bottleneck_utils.organisms.train import positive_int
+from bottleneck_utils.organisms import recipes
+from bottleneck_utils.organisms.cli import positive_int
 
 
 def last_logged_step(name: str) -> int:
@@ -62,7 +62,7 @@ def progress_line(names: list[str], started: float) -> str:
     elapsed = max(time.monotonic() - started, 1e-9)
     steps = {name: last_logged_step(name) for name in names}
     return f"[{elapsed:5.0f} s] " + "  ".join(
-        f"{name.split('/')[-1]} {steps[name]:,}/{ladder.RUNGS[name]['steps']:,} ({steps[name] / elapsed:.0f}/s)"
+        f"{name.split('/')[-1]} {steps[name]:,}/{recipes.RUNGS[name].steps:,} ({steps[name] / elapsed:.0f}/s)"
         for name in names)
 
 
@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-every", type=float, default=30.0, help="seconds between progress lines")
     parser.add_argument("--steps", type=positive_int, default=None, help="train only this many steps (a smoke run)")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(ladder.RUNGS))
+    unknown = sorted(set(args.names) - set(recipes.RUNGS))
     if unknown:
-        parser.error(f"unknown rungs {unknown}; choose from {sorted(ladder.RUNGS)}")
+        parser.error(f"unknown rungs {unknown}; choose from {sorted(recipes.RUNGS)}")
     steps = ["--steps", str(args.steps)] if args.steps else []
-    commands = {name: [sys.executable, "-m", "bottleneck_utils.organisms.train", name, "--device", args.device, *steps]
+    commands = {name: [sys.executable, "-m", "bottleneck_utils.organisms.cli", "organism", name, "--device", args.device, *steps]
                 for name in args.names}
     started = time.monotonic()
     status = run_side_by_side(commands, 60 * args.minutes, args.report_every,
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {'stopped at the deadline' if code is None else f'failed (exit {code})'}; "
                   f"see runs/{name}/train.out")
     if finished:
-        subprocess.run([sys.executable, "-m", "bottleneck_utils.organisms.ladder", "finish", "--device", args.device,
+        subprocess.run([sys.executable, "-m", "bottleneck_utils.organisms.cli", "ladder", "finish", "--device", args.device,
                         *finished], check=True)
     return 0 if len(finished) == len(status) else 1
 

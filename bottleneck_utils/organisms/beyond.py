@@ -20,33 +20,8 @@ its weights (the chapter samples from each).
 
 from __future__ import annotations
 
-from bottleneck_utils.organisms import train
-from bottleneck_utils.organisms.quality import mnist_quality
+from bottleneck_utils.organisms import recipes
 
-CODE_WIDTHS = (2, 4, 8, 16, 32)
-L1_STRENGTHS = (1e-2, 1e-1)
-# ema_decay 0.99: a 0.999 EMA would still hold 0.999^500 ≈ 61% of the warm start after the run
-BASE = train.MNIST_DIT | {"init_from": "mnist-dit", "steps": 500, "ema_decay": 0.99}
-VARIANTS = {
-    **{f"beyond/k{k}": BASE | {"code_width": k} for k in CODE_WIDTHS},
-    **{f"beyond/l1-{strength:.0e}".replace("e-0", "e-"): BASE | {"l1_c": strength} for strength in L1_STRENGTHS},
-    "beyond/full": BASE,
-}
-QUALITY_STEPS = 25
-QUALITY_PER_CLASS = 30
-
-
-def finish(name: str, device: str = "cpu") -> dict:
-    """Measures a finished variant's quality on ``device`` into ``quality.json`` and installs it (weights included)."""
-    return train.finish_run(name, lambda bundle: mnist_quality(bundle, QUALITY_PER_CLASS, QUALITY_STEPS), True,
-                            "python -m bottleneck_utils.organisms.beyond", device)
-
-
-def main(argv: list[str] | None = None) -> None:
-    _, mnist = train.organism("mnist-dit")
-    train.registry_main(argv, __doc__, VARIANTS, lambda recipe: mnist, finish, lambda name, quality: (
-        f"{name}: {quality['per_digit']:.1%} read as requested at CFG {quality['best_cfg']:g}"))
-
-
-if __name__ == "__main__":
-    main()
+# Transitional: the chapters read these dict views until they move to organisms.recipes (this module then goes).
+BASE = recipes.VARIANT_BASE.as_dict()
+VARIANTS = {name: recipe.as_dict() for name, recipe in recipes.VARIANTS.items()}

@@ -1,38 +1,32 @@
-"""Trains the embedded model organisms and their MNIST classifier.
+"""The training loop of every organism (DDPM and flow objectives), resumable, and the install of a finished run.
 
-    python -m bottleneck_utils.organisms.train mnist-classifier --install   # the 14×14 MNIST classifier (~1 CPU minute)
-    python -m bottleneck_utils.organisms.train mnist-dit --install          # the class-conditional DiT (~20 CPU minutes)
-    python -m bottleneck_utils.organisms.train mnist-sit --install          # the same in SiT's flow convention
-    python -m bottleneck_utils.organisms.train mnist-unet --install         # the same on a U-Net (~2× mnist-dit's time)
-    python -m bottleneck_utils.organisms.train ising-dit --install          # the temperature-conditional DiT (~70 CPU minutes)
-
-A run writes into its own folder (``--out``, default ``runs/NAME``) and saves a resumable ``state.pt`` every 500
-steps: run the same command again to continue. Only ``--install``, after training succeeds, replaces the shipped
-checkpoint in the package data and its sha256 in the manifest.
+The command lines are in :mod:`bottleneck_utils.organisms.cli`; the recipes in :mod:`bottleneck_utils.organisms.recipes`.
+A run writes into its own folder (default ``runs/NAME``) and saves a resumable ``state.pt`` every 500 steps: run the
+same command again to continue. Only an install, after training succeeds, replaces the shipped checkpoint in the
+package data and its sha256 in the manifest.
 
 The DiT is a diffusers ``DiTTransformer2DModel`` initialised as in the original DiT (``initialize_weights``)
 with ONE embedder shared by all blocks, as in the original code; it is saved as identical per-block copies,
 the layout of the hub checkpoint. Every ``log_every`` steps :func:`stats.summary` of c = y + t at t₀, for the
 raw and the EMA weights, goes into ``train_log.csv``.
 
-A recipe with a ``"condition"`` entry trains a continuous-condition model (``ising-dit``): the label table is
+A recipe with a ``condition`` trains a continuous-condition model (``ising-dit``): the label table is
 replaced by :class:`bottleneck_utils.continuous.ContinuousConditionEmbedding`, dropped conditions become NaN (the
 learned null vector), and the logged statistics are taken over a grid of the trained range.
 
-A recipe with ``"family": "unet"`` (``mnist-unet``) trains a diffusers ``UNet2DModel`` from its ``"unet"`` config, with
+A recipe with ``family="unet"`` (``mnist-unet``) trains a diffusers ``UNet2DModel`` from its ``unet`` config, with
 diffusers' default initialisation, run as a :class:`bottleneck_utils.unet.ConditionedUNet`; the rest of the loop is
 the same.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,53 +41,12 @@ from bottleneck_utils.continuous import NULL, ConditionRange, ContinuousConditio
 from bottleneck_utils.embeddings import conditional_vectors, first_time_summary
 from bottleneck_utils.images import write_atomically
 from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
-from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir, load, objective_time, resolve_device
-from bottleneck_utils.organisms import classifier, data, quality
-from bottleneck_utils.unet import MNIST_UNET_CONFIG, ConditionedUNet, build_unet
-
-# ---------------------------------------------------------------------------------------------------
-#                                        Organism recipes
-# ---------------------------------------------------------------------------------------------------
+from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir, objective_time, resolve_device
+from bottleneck_utils.organisms import classifier, composite, data, recipes
+from bottleneck_utils.organisms.recipes import Recipe
+from bottleneck_utils.unet import ConditionedUNet, build_unet
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-MNIST_DIT = {
-    "transformer": {
-        "num_attention_heads": 4,
-        "attention_head_dim": 32,
-        "in_channels": 1,
-        "num_layers": 4,
-        "sample_size": 14,
-        "patch_size": 2,
-        "num_embeds_ada_norm": 10,
-        "norm_eps": 1e-6,
-    },
-    "steps": 4000,
-    "batch_size": 128,
-    "lr": 1e-3,
-    "ema_decay": 0.999,
-    "label_dropout": 0.1,
-    "log_every": 100,
-    "class_names": [str(digit) for digit in range(10)],
-}
-# 16×16 spins, patch 2 → 64 tokens. diffusers needs num_embeds_ada_norm to build the model: 1 is a placeholder
-# whose label table is replaced by the temperature embedder; "condition" (the trained T range) comes from the data.
-ISING_DIT = {
-    "transformer": MNIST_DIT["transformer"] | {"sample_size": 16, "num_embeds_ada_norm": 1},
-    "steps": 8000,  # at 2500 the samples had speckle defects: Spearman(T, E) 0.72, binned |ΔE| 0.38 (bar: 0.9, 0.15)
-    "batch_size": 128,
-    "lr": 1e-3,
-    "ema_decay": 0.999,
-    "label_dropout": 0.1,
-    "log_every": 100,
-    "ising_symmetries": True,  # augment with the lattice's exact symmetries (see ising_symmetries)
-    "class_names": None,
-}
-# mnist-dit's data, size and budget in SiT's flow convention (noise at t = 0, velocity target, t unscaled)
-MNIST_SIT = MNIST_DIT | {"objective": "flow-sit"}
-# mnist-dit's data and budget on a class-conditioned U-Net of about its size (see unet.MNIST_UNET_CONFIG)
-MNIST_UNET = {k: v for k, v in MNIST_DIT.items() if k != "transformer"} | {"family": "unet", "unet": MNIST_UNET_CONFIG}
-ORGANISMS = {"mnist-dit": MNIST_DIT, "mnist-sit": MNIST_SIT, "ising-dit": ISING_DIT, "mnist-unet": MNIST_UNET}
-MNIST_ORGANISMS = ("mnist-dit", "mnist-sit", "mnist-unet")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,15 +110,15 @@ def build_transformer(config: dict, seed: int, condition: ConditionRange | None 
     return model
 
 
-def build_model(recipe: dict, seed: int,
+def build_model(recipe: Recipe, seed: int,
                 condition: ConditionRange | None = None) -> DiTTransformer2DModel | ConditionedUNet:
     """The recipe's model, freshly initialised: a DiT (:func:`build_transformer`) or, for ``"family": "unet"``, a
     :class:`unet.ConditionedUNet` (diffusers' default initialisation)."""
-    if recipe.get("family", "dit") != "unet":
-        return build_transformer(recipe["transformer"], seed, condition)
+    if recipe.family != "unet":
+        return build_transformer(recipe.transformer, seed, condition)
     if condition is not None:
         raise ValueError("a U-Net recipe takes class labels only; drop its 'condition' or use a DiT recipe")
-    return build_unet(recipe["unet"], seed)
+    return build_unet(recipe.unet, seed)
 
 
 def conditioning_embedder(model: DiTTransformer2DModel | ConditionedUNet) -> nn.Module:
@@ -176,6 +129,53 @@ def conditioning_embedder(model: DiTTransformer2DModel | ConditionedUNet) -> nn.
 def class_count(model: DiTTransformer2DModel | ConditionedUNet) -> int:
     """The number of real classes; label ``class_count(model)`` is the CFG null class."""
     return model.num_classes if isinstance(model, ConditionedUNet) else model.config.num_embeds_ada_norm
+
+
+# ---------------------------------------------------------------------------------------------------
+#                     A bottleneck built into training: warm start, narrowing, L1 on c
+# ---------------------------------------------------------------------------------------------------
+
+PATH_POINTS = 100  # timesteps of the schedule at which silu(c) is collected for the initial P
+
+
+def principal_basis(model: DiTTransformer2DModel, k: int, time: TimeConvention) -> torch.Tensor:
+    """The top-k right singular vectors (k, D) of silu(c) over every label (null included) × :data:`PATH_POINTS`
+    timesteps spread over the schedule; uncentred, so the shared direction of c is kept."""
+    num_classes = model.config.num_embeds_ada_norm
+    bundle = Bundle("narrowing", model.transformer_blocks[0].norm1.emb, num_classes, time,
+                    device=next(model.parameters()).device)
+    timesteps = torch.linspace(0, time.t_max, PATH_POINTS)
+    if time.kind == "ddpm":
+        timesteps = timesteps.round().unique()
+    c = conditional_vectors(bundle, list(range(num_classes + 1)), timesteps.tolist(), include_null=True)
+    vectors = torch.nn.functional.silu(c.reshape(-1, c.shape[-1])).double().cpu()  # (T·(n+1), D)
+    return torch.linalg.svd(vectors, full_matrices=False).Vh[:k].float()  # (k, D)
+
+
+def warm_start(model: DiTTransformer2DModel, name: str) -> None:
+    """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
+    path = embedded_dir(name) / "model.safetensors"
+    integrity.verified(name, path)
+    model.load_state_dict(load_file(path))
+
+
+def prepare(model: DiTTransformer2DModel, recipe: Recipe, time: TimeConvention) -> DiTTransformer2DModel:
+    """Applies a recipe's ``init_from`` (warm start) and ``code_width`` (narrowing at the principal basis)."""
+    if recipe.init_from:
+        warm_start(model, recipe.init_from)
+    if recipe.code_width:
+        adaln_code.narrow(model, principal_basis(model, recipe.code_width, time))
+    return model
+
+
+def l1_penalty(embedder: nn.Module, strength: float, timestep: torch.Tensor, labels: torch.Tensor):
+    """``strength`` · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)`` (a recipe's
+    ``l1_c``); 0 for a strength of 0."""
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
+        raise ValueError(f"the L1 strength λ (a recipe's l1_c) must be a number >= 0, got {strength!r}")
+    if not strength:
+        return 0.0
+    return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,21 +193,21 @@ def ddpm_schedule(num_train_timesteps: int) -> dict:
             "beta_start": scale * SCHEDULE["beta_start"], "beta_end": scale * SCHEDULE["beta_end"]}
 
 
-def time_convention(recipe: dict) -> TimeConvention:
+def time_convention(recipe: Recipe) -> TimeConvention:
     """The time convention a recipe trains: DDPM over its ``train_timesteps``, or SiT's / REPA's flow time."""
-    return objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
+    return objective_time(recipe.objective, recipe.train_timesteps)
 
 
-def noisy_batch(recipe: dict, x0: torch.Tensor, generator: torch.Generator):
+def noisy_batch(recipe: Recipe, x0: torch.Tensor, generator: torch.Generator):
     """(x_t, t, target) for one batch of clean images x0 (B, C, H, W).
 
     DDPM: integer t in [0, T), x_t = √ᾱ x0 + √(1−ᾱ) ε, target ε. Flow, SiT's convention (noise at t = 0):
     x_t = t·x0 + (1 − t)·ε, target x0 − ε. REPA's (noise at t = 1): x_t = (1 − t)·x0 + t·ε, target ε − x0.
     Flow t ~ U[0, 1) is fed to the sinusoid unscaled, as SiT and REPA do.
     """
-    objective = recipe.get("objective", "ddpm")
+    objective = recipe.objective
     if objective == "ddpm":
-        schedule = ddpm_schedule(recipe.get("train_timesteps", 1000))
+        schedule = ddpm_schedule(recipe.train_timesteps)
         t = torch.randint(schedule["num_train_timesteps"], (len(x0),), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
         return DDPMScheduler(**schedule).add_noise(x0, noise, t), t, noise
@@ -280,21 +280,21 @@ def write_log(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _save_state(path: Path, step: int, recipe: dict, seed: int, model, ema, optimizer, generator, rows, loss):
-    state = {"step": step, "recipe": recipe, "seed": seed, "model": model.state_dict(), "ema": ema.state_dict(),
+def _save_state(path: Path, step: int, recipe: Recipe, seed: int, model, ema, optimizer, generator, rows, loss):
+    state = {"step": step, "recipe": recipe.as_dict(), "seed": seed, "model": model.state_dict(), "ema": ema.state_dict(),
              "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "rows": rows, "loss": loss}
     write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
-def _without_steps(recipe: dict) -> dict:
+def _without_steps(recipe: Recipe) -> dict:
     """The recipe as saved in a state file, less its length: a longer run of the same recipe continues a shorter one
     (the learning rate is constant)."""
-    return {k: v for k, v in json.loads(json.dumps(recipe)).items() if k != "steps"}
+    return {k: v for k, v in recipe.as_dict().items() if k != "steps"}
 
 
-def _resume(path: Path, recipe: dict, seed: int, steps: int, model, ema, optimizer, generator):
+def _resume(path: Path, recipe: Recipe, seed: int, steps: int, model, ema, optimizer, generator):
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    same = {k: v for k, v in state["recipe"].items() if k != "steps"} == _without_steps(recipe)
+    same = _without_steps(Recipe.from_dict(state["recipe"], str(path))) == _without_steps(recipe)
     if not same or state["seed"] != seed:
         raise ValueError(f"{path} holds a run of another recipe or seed; pass a new --out folder (or delete it)")
     if state["step"] > steps:
@@ -316,15 +316,14 @@ def update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> float
     return loss.item()
 
 
-def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device: str = "cpu",
+def train_dit(recipe: Recipe, source, steps: int, seed: int, out_dir: Path, device: str = "cpu",
               checkpoint_every: int = 500, progress: bool = True) -> DiTTransformer2DModel | ConditionedUNet:
     """Trains a conditional DiT (or a U-Net recipe's model); resumes from ``out_dir/state.pt`` when it exists;
     returns the EMA model.
 
     Args:
-        recipe: the organism's recipe (``objective`` ``"ddpm"`` (default), ``"flow-sit"`` or ``"flow-repa"``;
-            ``train_timesteps`` for DDPM; a ``"condition"`` range for a continuous-condition model; ``"family":
-            "unet"`` with a ``"unet"`` config for a U-Net).
+        recipe: the organism's :class:`recipes.Recipe` (its objective, its DDPM schedule's length, a continuous
+            condition's range, a U-Net's config).
         source: draws ``(x0, labels)`` batches: a :class:`TensorSource` or :class:`composite.CompositeDigits`.
         steps: optimizer steps in all (a resumed run continues up to this many).
         seed: seeds the initialisation and every random draw, so a resumed run equals an uninterrupted one.
@@ -333,12 +332,12 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    condition = ConditionRange(**recipe["condition"]) if recipe.get("condition") else None
+    condition = ConditionRange(**recipe.condition) if recipe.condition else None
     time = time_convention(recipe)
     device = resolve_device(device)
     model = prepare(build_model(recipe, seed, condition), recipe, time).to(device).train()
     ema = copy.deepcopy(model).eval()  # deepcopy keeps the embedder shared inside the copy
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0)
     generator = torch.Generator().manual_seed(seed)
     null_label = NULL if condition is not None else class_count(model)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -348,20 +347,20 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
     bar = tqdm(range(start, steps + 1), desc=f"training {out_dir.name}", initial=start, total=steps + 1,
                disable=not progress)
     for step in bar:
-        if step % recipe["log_every"] == 0 or step == steps:
+        if step % recipe.log_every == 0 or step == steps:
             row = {"step": step, **embedding_summary(model, time, condition)}
             rows.append(row | {f"{k}_ema": v for k, v in embedding_summary(ema, time, condition).items()} |
                         {"loss": loss})
             write_log(out_dir / "train_log.csv", rows)
         if step == steps:
             break
-        x0, y = source.draw(generator, recipe["batch_size"])  # (B, C, H, W), (B,)
-        y[torch.rand(len(y), generator=generator) < recipe["label_dropout"]] = null_label
+        x0, y = source.draw(generator, recipe.batch_size)  # (B, C, H, W), (B,)
+        y[torch.rand(len(y), generator=generator) < recipe.label_dropout] = null_label
         x_t, t, target = noisy_batch(recipe, x0, generator)
         t, y = t.to(device), y.to(device)
         prediction = model(x_t.to(device), timestep=t, class_labels=y).sample
-        objective = F.mse_loss(prediction, target.to(device)) + l1_penalty(conditioning_embedder(model), recipe, t, y)
-        loss = update(model, ema, optimizer, objective, recipe["ema_decay"])
+        objective = F.mse_loss(prediction, target.to(device)) + l1_penalty(conditioning_embedder(model), recipe.l1_c, t, y)
+        loss = update(model, ema, optimizer, objective, recipe.ema_decay)
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss)
@@ -373,7 +372,7 @@ def train_dit(recipe: dict, source, steps: int, seed: int, out_dir: Path, device
 # ---------------------------------------------------------------------------------------------------
 
 
-def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, recipe: dict, steps: int,
+def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, recipe: Recipe, steps: int,
              seed: int) -> None:
     """Writes the EMA weights (a DiT's with identical per-block embedder copies, a U-Net's under ``UNet2DModel``'s own
     keys), the conditioning embedder alone, the DiT's or ``UNet2DModel``'s config, the scheduler (DDPM organisms)
@@ -385,11 +384,12 @@ def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, reci
     write_atomically(out_dir / "embedder.safetensors", lambda temporary: save_file(embedder, temporary))
     config = {key: value for key, value in dict(network.config).items() if not key.startswith("_")}
     write_atomically(out_dir / "config.json", lambda temporary: temporary.write_text(json.dumps(config, indent=2)))
-    if recipe.get("objective", "ddpm") == "ddpm":
-        schedule = ddpm_schedule(recipe.get("train_timesteps", 1000))
+    if recipe.objective == "ddpm":
+        schedule = ddpm_schedule(recipe.train_timesteps)
         DDIMScheduler(**schedule, timestep_spacing="trailing", clip_sample=False).save_pretrained(out_dir / "scheduler")
-    meta = {"class_names": recipe["class_names"], "condition": recipe.get("condition"), "steps": steps,
-            "seed": seed, "recipe": {k: v for k, v in recipe.items() if k not in ("class_names", "condition")}}
+    saved = recipe.as_dict()
+    meta = {"class_names": saved.pop("class_names"), "condition": saved.pop("condition"), "steps": steps,
+            "seed": seed, "recipe": saved}
     write_atomically(out_dir / "meta.json", lambda temporary: temporary.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
@@ -433,74 +433,23 @@ def install(out_dir: Path, name: str, weights: bool = True) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def organism(name: str) -> tuple[dict, object]:
-    """The recipe and data source of an embedded organism or a ladder rung."""
-    from bottleneck_utils.organisms import ladder
-
-    if name in ladder.RUNGS:
-        return ladder.RUNGS[name], ladder.source(ladder.RUNGS[name])
-    if name not in ORGANISMS:
-        raise ValueError(f"unknown organism {name!r}; choose one of {sorted(ORGANISMS)} or a ladder rung")
-    if name == "ising-dit":
-        ising = data.load_ising(ISING_DIT["transformer"]["sample_size"])
+def organism(name: str) -> tuple[Recipe, object]:
+    """The recipe and data source of an embedded organism, a ladder rung or a beyond variant (one-line ValueError
+    for another name). A continuous-condition recipe gets its trained range from the data here."""
+    recipe = recipes.recipe_of(name)
+    if recipe.cell is not None:  # a composite-digit rung
+        images, labels = data.load_mnist("train")
+        return recipe, composite.CompositeDigits(composite.digits_at(images, recipe.cell), torch.as_tensor(labels),
+                                                 recipe.classes)
+    if name == "ising-dit":  # temperature-conditioned spins
+        ising = data.load_ising(recipe.transformer["sample_size"])
         condition = ConditionRange.of_values("temperature", ising.temperature)
         spins = torch.as_tensor(ising.spins, dtype=torch.float32)[:, None]  # (5000, 1, 16, 16) in {-1, +1}
         temperature = torch.as_tensor(ising.temperature, dtype=torch.float32)  # (5000,)
-        return ISING_DIT | {"condition": condition.as_dict()}, TensorSource(spins, temperature, symmetries=ISING_DIT["ising_symmetries"])
+        return replace(recipe, condition=condition.as_dict()), TensorSource(spins, temperature, recipe.ising_symmetries)
     images, labels = data.load_mnist("train")
-    source = TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
-    return ORGANISMS[name], source
+    return recipe, TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
 
-
-def finish_run(name: str, measure, weights: bool, command: str, device: str = "cpu") -> dict:
-    """Measures the finished run ``runs/NAME`` on ``device`` (``measure(bundle)`` → a quality record, to which the
-    device is added), writes its ``quality.json`` and installs it (with its weights, or its embedder only);
-    ``command`` trains it, for the error message."""
-
-    out_dir = Path("runs") / name
-    if not (out_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{out_dir} has no saved model: train it first ({command} train {name})")
-    quality = measure(load(str(out_dir), device=device)) | {"device": str(device)}
-    write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(quality, indent=2) + "\n"))
-    install(out_dir, name, weights=weights)
-    return quality
-
-
-def registry_main(argv: list[str] | None, description: str, registry: dict, source_of, finish, describe) -> None:
-    """The command line of a registry of recipes (the ladder's rungs, the beyond variants).
-
-    ``train [NAME ...]`` trains each named recipe into ``runs/NAME``, resuming from its state, saves it and calls
-    ``finish(NAME)`` (measure and ship); without names it takes every recipe not shipped yet, in registry order.
-    ``finish [NAME ...]`` only finishes; ``status [NAME ...]`` prints where each recipe stands.
-    ``source_of(recipe)`` gives a recipe's data source; ``describe(NAME, quality)`` the line printed after each.
-    """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "finish", "status"])
-    parser.add_argument("names", nargs="*", help="which recipes (default: train the unshipped ones, else all)")
-    parser.add_argument("--device", default="cpu", help="where to train (cuda for the largest rungs)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="torch threads (1 when jobs run side by side; all cores for one wide rung alone)")
-    args = parser.parse_intermixed_args(argv)
-    unknown = sorted(set(args.names) - set(registry))
-    if unknown:
-        parser.error(f"unknown names {unknown}; choose from {sorted(registry)}")
-    names = args.names or [name for name in registry if args.command != "train" or not shipped_quality(name)]
-    if args.command == "status":
-        for name in names:
-            print(recipe_status(name, registry[name], describe))
-        return
-    try:
-        resolve_device(args.device)  # a one-line error before any work when the device is not there
-    except RuntimeError as error:
-        parser.error(str(error))
-    torch.set_num_threads(args.threads)
-    allow_tf32_on_cuda(args.device)
-    for name in names:
-        recipe, out_dir = registry[name], Path("runs") / name
-        if args.command == "train":
-            ema = train_dit(recipe, source_of(recipe), recipe["steps"], 0, out_dir, device=args.device)
-            save_run(out_dir, ema, recipe, recipe["steps"], 0)
-        print(f"{describe(name, finish(name, args.device))}; installed")
 
 
 def allow_tf32_on_cuda(device: str) -> None:
@@ -508,114 +457,3 @@ def allow_tf32_on_cuda(device: str) -> None:
     if resolve_device(device).type == "cuda":  # a bad device fails here in one line, as in train_dit
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-def shipped_quality(name: str) -> dict | None:
-    """The quality record of a recipe installed in the package data, or None when it is not shipped."""
-    path = CHECKPOINT_DIR / name / "quality.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def recipe_status(name: str, recipe: dict, describe) -> str:
-    """One line: shipped (with ``describe``'s summary), training (the last logged step in ``runs/NAME``), or not
-    started."""
-    quality = shipped_quality(name)
-    if quality is not None:
-        return f"shipped   {describe(name, quality)}"
-    log = Path("runs") / name / "train_log.csv"
-    steps = [row["step"] for row in csv.DictReader(log.open())] if log.is_file() else []
-    if steps:
-        return f"training  {name}: logged to step {int(steps[-1]):,} of {recipe['steps']:,} in {log.parent}"
-    return f"pending   {name}: not started ({recipe['steps']:,} steps)"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help=f"{', '.join(sorted(ORGANISMS))}, mnist-classifier, or a ladder rung")
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/NAME); resumes from it")
-    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--install", action="store_true", help="replace the shipped checkpoint when training ends")
-    args = parser.parse_args(argv)
-    out_dir = args.out or Path("runs") / args.name
-    if args.name == "mnist-classifier":
-        images, labels = data.load_mnist("train")
-        model = classifier.train_classifier(classifier.downsample(images), torch.as_tensor(labels), seed=args.seed)
-        test_images, test_labels = data.load_mnist("test")
-        probs = classifier.predict(model, classifier.downsample(test_images))
-        print(f"test accuracy: {(probs.argmax(-1).numpy() == test_labels).mean():.4f}")
-        if args.install:
-            record_sha256("mnist-classifier", classifier.save_classifier(model))
-        return
-    try:
-        recipe, source = organism(args.name)
-    except ValueError as error:
-        parser.error(str(error))
-    steps = args.steps or recipe["steps"]
-    allow_tf32_on_cuda(args.device)
-    ema = train_dit(recipe, source, steps, args.seed, out_dir, device=args.device)
-    save_run(out_dir, ema, recipe, steps, args.seed)
-    print(f"saved {args.name} into {out_dir}")
-    if args.name in MNIST_ORGANISMS:  # the quality bar, recorded beside the weights and shipped with them
-
-        measured = quality.mnist_quality(load(str(out_dir)))
-        write_atomically(out_dir / "quality.json", lambda t: t.write_text(json.dumps(measured, indent=2) + "\n"))
-        print(f"quality: {measured['per_digit']:.1%} of samples read as the requested digit at CFG {measured['best_cfg']:g}")
-    if args.install:
-        print(f"installed {args.name} with sha256 {install(out_dir, args.name)}")
-
-
-if __name__ == "__main__":
-    main()
-
-
-PATH_POINTS = 100  # timesteps of the schedule at which silu(c) is collected for the initial P
-
-
-def principal_basis(model: DiTTransformer2DModel, k: int, time: TimeConvention) -> torch.Tensor:
-    """The top-k right singular vectors (k, D) of silu(c) over every label (null included) × :data:`PATH_POINTS`
-    timesteps spread over the schedule; uncentred, so the shared direction of c is kept."""
-    num_classes = model.config.num_embeds_ada_norm
-    bundle = Bundle("narrowing", model.transformer_blocks[0].norm1.emb, num_classes, time,
-                    device=next(model.parameters()).device)
-    timesteps = torch.linspace(0, time.t_max, PATH_POINTS)
-    if time.kind == "ddpm":
-        timesteps = timesteps.round().unique()
-    c = conditional_vectors(bundle, list(range(num_classes + 1)), timesteps.tolist(), include_null=True)
-    vectors = torch.nn.functional.silu(c.reshape(-1, c.shape[-1])).double().cpu()  # (T·(n+1), D)
-    return torch.linalg.svd(vectors, full_matrices=False).Vh[:k].float()  # (k, D)
-
-
-def warm_start(model: DiTTransformer2DModel, name: str) -> None:
-    """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
-    path = embedded_dir(name) / "model.safetensors"
-    integrity.verified(name, path)
-    model.load_state_dict(load_file(path))
-
-
-def prepare(model: DiTTransformer2DModel, recipe: dict, time: TimeConvention) -> DiTTransformer2DModel:
-    """Applies a recipe's ``init_from`` (warm start) and ``code_width`` (narrowing at the principal basis)."""
-    if recipe.get("init_from"):
-        warm_start(model, recipe["init_from"])
-    if recipe.get("code_width"):
-        adaln_code.narrow(model, principal_basis(model, recipe["code_width"], time))
-    return model
-
-
-def l1_penalty(embedder: nn.Module, recipe: dict, timestep: torch.Tensor, labels: torch.Tensor):
-    """λ · mean |c| over the batch and the D coordinates of c = ``embedder(timestep, labels)``, for a recipe with
-    ``"l1_c": λ``; 0 otherwise."""
-    strength = recipe.get("l1_c", 0.0)
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength >= 0:
-        raise ValueError(f"recipe['l1_c'] must be a number >= 0 (the L1 strength λ), got {strength!r}")
-    if not strength:
-        return 0.0
-    return strength * embedder(timestep, labels, hidden_dtype=next(embedder.parameters()).dtype).abs().mean()
