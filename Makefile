@@ -34,17 +34,17 @@ test: venv                  ## pytest, CPU and offline: every test (the quick lo
 	$(PY) -m pytest -q tests
 
 train: venv                 ## retrain the shipped organisms (runs/ resumable; --install replaces the shipped ones)
-	$(PY) -m bottleneck_utils.organisms.train mnist-classifier --install
-	$(PY) -m bottleneck_utils.organisms.train mnist-dit --install
-	$(PY) -m bottleneck_utils.organisms.train mnist-sit --install
-	$(PY) -m bottleneck_utils.organisms.train ising-dit --install
+	$(PY) -m bottleneck_utils.organisms.cli organism mnist-classifier --install
+	$(PY) -m bottleneck_utils.organisms.cli organism mnist-dit --install
+	$(PY) -m bottleneck_utils.organisms.cli organism mnist-sit --install
+	$(PY) -m bottleneck_utils.organisms.cli organism ising-dit --install
 
 train-ladder: venv          ## the regime ladder, one rung after another, 1 thread (hours; never in CI)
-	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.ladder train
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.cli ladder train
 
 train-beyond: venv          ## the bottleneck-trained variants and the U-Net, one after another, 1 thread (never in CI)
-	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.beyond train
-	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.train mnist-unet --install
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.cli beyond train
+	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.cli organism mnist-unet --install
 
 bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py
