@@ -1,4 +1,5 @@
-"""The regime chapter's logic: bands from paper.py, distances, axis moves, tail overlap, pruning claims."""
+"""The regime chapter's logic: bands from paper.py, distances, axis moves, tail overlap (its pruning claims:
+test_chapter_pruning.py)."""
 
 import pandas as pd
 import pytest
@@ -61,34 +62,6 @@ def results(**changes):
     for key, values in changes.items():
         rows[key] |= values
     return pd.DataFrame(rows).T
-
-
-def test_pruning_claims_follow_the_stated_rule():
-    from bottleneck_utils.chapters import report
-
-    def judged(results):
-        rows = regime.pruning_claims(results, requires=[])
-        assert not report.rule_violations(rows)
-        return {row["claim"].split(":")[0]: report.holds(row["value"], row["op"], row["bar"]) for row in rows}
-
-    outcome = judged(results())
-    assert outcome["tail-every"] and not outcome["head"]
-    assert not outcome["the tail matters less than a random set of its size"]  # the intervals overlap
-    worse = results(**{"tail-every": {"CI low": -0.05, "Δ per_digit": -0.03}, "head": {"per_digit": 0.3},
-                       "random-tail": {"CI high": -0.1, "Δ per_digit": -0.2}})
-    outcome = judged(worse)
-    assert not outcome["tail-every"] and outcome["head"]
-    assert outcome["the tail matters less than a random set of its size"]
-    unmet = regime.precondition_rows(pd.Series({"npr_c": 0.5, "cos_y": 0.6}), regime.paper_bands())
-    assert [row["verdict"] for row in unmet] == [report.PRECONDITION_WORDS[1], report.PRECONDITION_WORDS[0]]
-    rows = regime.pruning_claims(worse, requires=unmet)
-    assert {report.verdict(True, precondition=False)} == {row["verdict"] for row in rows}
-
-
-def test_paired_interval_brackets_the_mean():
-    values = torch.tensor([0.0, 1.0] * 50)
-    mean, low, high = regime.paired_interval(values)
-    assert mean == 0.5 and low < 0.5 < high and high - low < 0.3
 
 
 def test_paired_changes_draws_each_interval_of_each_model():

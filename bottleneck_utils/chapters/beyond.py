@@ -1,5 +1,6 @@
-"""The "Beyond the paper" chapter's measurements: bottleneck-trained variants against their control, and the same
-pruning protocol on a DiT and a class-conditioned U-Net. Reads shipped organisms; no training happens here.
+"""The "Beyond the paper" chapter's measurements: bottleneck-trained variants against their control, and the
+pruning protocol (:mod:`chapters.pruning`) on a DiT and a class-conditioned U-Net. Reads shipped organisms; no
+training happens here.
 
 Quality is MNIST-FID and class accuracy (:func:`quality.evaluator_for`) of class-balanced CFG samples. Every
 model is sampled from the same noise and labels, so a change against the control is a paired bootstrap interval
@@ -14,7 +15,7 @@ import json
 import pandas as pd
 
 from bottleneck_utils import adaln_code, adaln_cost, integrity, metrics
-from bottleneck_utils.chapters import regime, report
+from bottleneck_utils.chapters import pruning, regime, report
 from bottleneck_utils.embeddings import first_time_summary
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
@@ -22,9 +23,9 @@ from bottleneck_utils.organisms import beyond, quality
 from bottleneck_utils.sampling import balanced_labels, sample
 
 CONTROL = "beyond/full"
-# the settings the U-Net comparison needs (tail at every step and at t₀, head top-k, the random control): the
-# ladder's last-k tail and random head are left out to keep the chapter within the book's CPU budget
-PRUNING_KEYS = ("unpruned", "tail-every", "tail-first", "random-tail", "head")
+PARAMETERS = {"device": str, "seed": int, "n_samples": int, "num_steps": int, "cfg_scale": float, "noise_seeds": list,
+              "n_boot": int, "tail_share": float, "head_k": int, "dit": str, "unet": str}
+"""The beyond chapter's parameters: name → accepted type(s) (:func:`report.notebook_parameters`)."""
 
 
 def shipped_variants() -> list[str]:
@@ -37,12 +38,6 @@ def _sample_set(bundle: Bundle, evaluator, labels, num_steps: int, cfg_scale: fl
     images = sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
                     schedule=schedule, progress=False)
     return evaluator.sample_set(images, labels)
-
-
-def _change(table: pd.DataFrame, setting: str, metric: str) -> dict:
-    row = table.loc[(setting, metric)]
-    return {metric: row["value"], f"Δ{metric}": row["delta"], f"Δ{metric} low": row["delta_low"],
-            f"Δ{metric} high": row["delta_high"]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -66,7 +61,7 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
     table = metrics.bootstrap_table(sets, evaluator.reference, CONTROL, n_boot=n_boot, seed=seed, progress=False)
     rows = [{"variant": name, "code width": adaln_code.code_width(bundles[name].transformer),
              "L1 λ": beyond.VARIANTS[name].get("l1_c", 0.0),
-             **_change(table, name, "FID"), **_change(table, name, "accuracy")} for name in names]
+             **pruning.change_columns(table, name, "FID"), **pruning.change_columns(table, name, "accuracy")} for name in names]
     floor = {seed: table.loc[(CONTROL, "FID"), "value"]}
     for noise_seed in noise_seeds:
         control = _sample_set(bundles[CONTROL], evaluator, labels, num_steps, cfg_scale, noise_seed)
@@ -102,7 +97,7 @@ def kept_rows(quality: pd.DataFrame, floor: float) -> list[dict]:
                       else f"L1 λ = {row['L1 λ']:g} on c")
         rows.append(report.claim_row(
             f"{constraint} keeps quality ({name})", paper="proposed as future work, untested",
-            ours=f"ΔFID {row['ΔFID']:+.2f} [{row['ΔFID low']:+.2f}, {row['ΔFID high']:+.2f}]",
+            ours=f"ΔFID {pruning.interval_text(row['ΔFID'], row['ΔFID low'], row['ΔFID high'])}",
             value=float(row["ΔFID high"]), op="<=", bar=float(floor)))
     return rows
 
@@ -119,30 +114,21 @@ def organism_statistics(bundles: dict[str, Bundle]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------
-#                                 One pruning protocol on a DiT and a U-Net
+#                                               The verdict
 # ---------------------------------------------------------------------------------------------------
 
 
-def organism_pruning(bundle: Bundle, n_samples: int, num_steps: int, cfg_scale: float, tail_share: float,
-                     head_k: int, seed: int, n_boot: int) -> pd.DataFrame:
-    """The :data:`PRUNING_KEYS` of :func:`regime.pruning_settings`, sampled from the same noise, scored by MNIST-FID
-    and accuracy.
-
-    Returns one row per setting (indexed by its key) in the columns :func:`regime.pruning_claims` reads
-    (``per_digit`` is the class accuracy), with the FID and its paired change besides.
-    """
-    evaluator = quality.evaluator_for(bundle, n_kid=n_samples, seed=seed, device=str(bundle.device))
-    labels = balanced_labels(bundle.num_classes, n_samples)
-    settings = [setting for setting in regime.pruning_settings(bundle, num_steps, tail_share, 1, head_k)
-                if setting[0] in PRUNING_KEYS]  # last_k = 1: that setting is not among the keys
-    sets = {key: _sample_set(bundle, evaluator, labels, num_steps, cfg_scale, seed, mask, schedule)
-            for key, _, mask, schedule in settings}
-    table = metrics.bootstrap_table(sets, evaluator.reference, "unpruned", n_boot=n_boot, seed=seed, progress=False)
-    rows = []
-    for key, label, mask, _ in settings:
-        accuracy = _change(table, key, "accuracy")
-        rows.append({"key": key, "setting": label, "removed": 0.0 if mask is None else mask.removed_fraction,
-                     **_change(table, key, "FID"), "per_digit": accuracy["accuracy"],
-                     "Δ per_digit": accuracy["Δaccuracy"], "CI low": accuracy["Δaccuracy low"],
-                     "CI high": accuracy["Δaccuracy high"]})
-    return pd.DataFrame(rows).set_index("key")
+def claims(quality: pd.DataFrame, floor: float, organism_stats: pd.DataFrame, pruned: dict[str, pd.DataFrame],
+           bands: dict) -> tuple[list[dict], list[dict]]:
+    """The chapter's verdict rows: :func:`kept_rows` of the variants, then for each organism of ``pruned`` (its
+    :func:`pruning.organism_runs`) the regime's preconditions on its ``organism_stats`` row and the pruning claims
+    (:func:`pruning.rung_claims`), each prefixed by the organism's name. Returns the kept rows and the organism
+    rows."""
+    kept = kept_rows(quality, floor)
+    organism_rows = []
+    for name, results in pruned.items():
+        requires = [row | {"claim": f"{name}: {row['claim']}"} for row in
+                    regime.precondition_rows(organism_stats.loc[name], bands)]
+        organism_rows += requires + [row | {"claim": f"{name}: {row['claim']}"}
+                                     for row in pruning.rung_claims(results, requires)]
+    return kept, organism_rows

@@ -15,10 +15,11 @@ import json
 import pandas as pd
 import torch
 
-from bottleneck_utils.chapters import paper
+from bottleneck_utils.chapters import paper, pruning, report
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR
-from bottleneck_utils.models import Bundle
+from bottleneck_utils.models import Bundle, load
+from bottleneck_utils.organisms import ladder
 
 # axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
 # 1e-4, SiT/REPA's flow objective, DiT's far longer training); the timestep axis goes from the usual 1000 to
@@ -36,6 +37,9 @@ AXES = {
     "training length (1000 classes)": ["ladder/c1000", "ladder/c1000-long"],
 }
 STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
+PARAMETERS = {"device": str, "seed": int, "num_samples": int, "num_steps": int, "autocast": str, "tail_share": float,
+              "last_k": int, "head_k": int}
+"""The regime chapter's parameters: name → accepted type(s) (:func:`report.notebook_parameters`)."""
 MOVE_FRACTION = 0.1
 
 
@@ -150,92 +154,21 @@ def tail_overlap(bundle: Bundle, share: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-#                               Pruning on a rung: the pruning chapter's protocol
+#                          The pruning claims on a rung (the protocol: chapters.pruning)
 # ---------------------------------------------------------------------------------------------------
-
-
-def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
-    """Mean of per-sample paired differences (n,) and its percentile bootstrap interval."""
-    generator = torch.Generator().manual_seed(seed)
-    values = values.double()
-    means = values[torch.randint(len(values), (n_boot, len(values)), generator=generator)].mean(-1)  # (n_boot,)
-    tail = (1 - level) / 2
-    return values.mean().item(), means.quantile(tail).item(), means.quantile(1 - tail).item()
-
-
-def pruning_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: int, head_k: int) -> list[tuple]:
-    """(key, label, mask, schedule) of the chapter's settings: the unpruned baseline, the tail at every step / at t₀
-    / in the last k steps, its random control, and the top-k head (the head claim reads the head alone, so it has
-    no random control here: the pruning chapter has one)."""
-    from bottleneck_utils import masks
-
-    tau = masks.threshold_for_fraction(bundle, tail_share, num_steps=num_steps)
-    tail = masks.tail_mask(bundle, tau, num_steps=num_steps)
-    head = masks.topk_mask(bundle, head_k, num_steps=num_steps)
-    share = f"{tail.removed_fraction:.0%}"
-    return [("unpruned", "unpruned", None, "every"),
-            ("tail-every", f"tail {share}, every step", tail, "every"),
-            ("tail-first", f"tail {share}, t₀ only", tail, "first"),
-            ("tail-last", f"tail {share}, last {last_k} steps", tail, masks.Schedule("last", last_k)),
-            ("random-tail", f"random {share}, every step", masks.random_mask(tail, seed=1), "every"),
-            ("head", f"head top-{head_k}, every step", head, "every")]
-
-
-def composite_pruning(bundle: Bundle, num_classes: int, num_samples: int, num_steps: int, cfg_scale: float,
-                      tail_share: float, last_k: int, head_k: int, seed: int = 0,
-                      autocast: str | None = None) -> pd.DataFrame:
-    """Samples every :func:`pruning_settings` setting from the same noise and scores it against the unpruned run
-    (every setting at the transformer precision ``autocast``, see :func:`sampling.sample`).
-
-    Returns one row per setting, indexed by its key (``"unpruned"``, ``"tail-every"``, …): its label, share of c removed, per-digit and all-digit agreement, the paired change of the
-    per-digit agreement with its 95% bootstrap interval, and the mean |Δ pixel| from the unpruned sample.
-    """
-    from bottleneck_utils import sampling
-    from bottleneck_utils.organisms import classifier, composite
-
-    reader = classifier.load_classifier()
-    labels = sampling.balanced_labels(num_classes, num_samples)
-    wanted = composite.digits_of_class(labels, num_classes)  # (n, k)
-    rows, baseline = [], None
-    for key, label, mask, schedule in pruning_settings(bundle, num_steps, tail_share, last_k, head_k):
-        images = sampling.sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
-                                 schedule=schedule, autocast=autocast, progress=False)
-        cells = composite.cells_of(images)[:, : wanted.shape[1]]  # (n, k, 1, s, s)
-        cells = composite.readable(cells.reshape(-1, *cells.shape[2:]))
-        hits = (classifier.predict(reader, cells).argmax(-1).reshape(wanted.shape) == wanted).double()  # (n, k)
-        if baseline is None:
-            baseline = (images, hits)
-        change, low, high = paired_interval(hits.mean(-1) - baseline[1].mean(-1), seed=seed)
-        rows.append({"key": key, "setting": label, "removed": 0.0 if mask is None else mask.removed_fraction,
-                     "per_digit": hits.mean().item(), "all_digits": hits.all(-1).double().mean().item(),
-                     "Δ per_digit": change, "CI low": low, "CI high": high,
-                     "mean |Δ pixel|": (images - baseline[0]).abs().mean().item()})
-    return pd.DataFrame(rows).set_index("key")
 
 
 def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, last_k: int, head_k: int,
                seed: int = 0, device: str = "cpu", autocast: str | None = None) -> pd.DataFrame:
-    """:func:`composite_pruning` on a shipped rung (with weights), at the CFG scale its quality record found best."""
-    from bottleneck_utils.models import load
-    from bottleneck_utils.organisms import ladder
-
+    """:func:`pruning.composite_runs` on a shipped rung (with weights), at the CFG scale its quality record found
+    best."""
     quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
-    return composite_pruning(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
-                             quality["best_cfg"], tail_share, last_k, head_k, seed, autocast)
-
-
-# ---------------------------------------------------------------------------------------------------
-#                                      The pruning claims, judged
-# ---------------------------------------------------------------------------------------------------
-
-HARM_TOLERANCE = 0.02  # a setting is harmless when its paired 95% interval excludes a loss of > 2 agreement points
-DESTROYED_BELOW = 0.5  # generation is destroyed when per-digit agreement falls below half the unpruned one
+    return pruning.composite_runs(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
+                                  quality["best_cfg"], tail_share, last_k, head_k, seed, autocast)
 
 
 def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
     """The two precondition rows of the pruning claims on a rung (see :func:`in_regime`), under the book's rule."""
-    from bottleneck_utils.chapters import report
-
     return [report.precondition_row("c is sparse: nPR(c) at most the paper's largest (DiT-XL/2)",
                                     paper=f"≤ {bands['npr_c'][1]:.2%}", ours=f"{row['npr_c']:.2%}",
                                     value=float(row["npr_c"]), op="<=", bar=bands["npr_c"][1]),
@@ -244,40 +177,16 @@ def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
                                     value=float(row["cos_y"]), op=">=", bar=bands["cos_y"][0])]
 
 
-def pruning_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
-    """The paper's pruning claims as verdict rows (:func:`report.claim_row`) on one rung's :func:`composite_pruning`.
-
-    Harmless (each tail schedule among the results): the 95% paired interval of the change in per-digit agreement
-    lies above −``HARM_TOLERANCE``.
-    Destroyed: per-digit agreement below ``DESTROYED_BELOW`` × the unpruned one. The tail beats its random
-    control when its paired interval lies wholly above the control's.
-    """
-    from bottleneck_utils.chapters import report
-
-    unpruned, head = results.loc["unpruned", "per_digit"], results.loc["head"]
-    tail, control = results.loc["tail-every"], results.loc["random-tail"]
-
-    def harmless(key: str, schedule: str) -> dict:
-        row = results.loc[key]
-        return report.claim_row(
-            f"{row['setting']}: harmless", paper=_paper_fid("tail", 0.01, schedule), requires=requires,
-            ours=f"Δ per-digit {row['Δ per_digit']:+.3f} [{row['CI low']:+.3f}, {row['CI high']:+.3f}]",
-            value=float(row["CI low"]), op=">", bar=-HARM_TOLERANCE)
-
-    return [
-        *[harmless(key, schedule) for key, schedule in (("tail-every", "every"), ("tail-first", "first"),
-                                                        ("tail-last", "last")) if key in results.index],
-        report.claim_row("the tail matters less than a random set of its size", paper="(implied by §5)",
-                         ours=f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}",
-                         value=float(tail["CI low"] - control["CI high"]), op=">", bar=0.0, requires=requires),
-        report.claim_row(f"{head['setting']}: destroys generation", paper=_paper_fid("head", 1.0, "every"),
-                         ours=f"per-digit {unpruned:.3f} → {head['per_digit']:.3f}",
-                         value=float(head["per_digit"] / unpruned), op="<", bar=DESTROYED_BELOW, requires=requires),
-    ]
-
-
-def _paper_fid(mask: str, tau: float, schedule: str) -> str:
-    """"FID baseline → pruned (n dims)" of one Table 2 row."""
-    rows = {(r["mask"], r["tau"], r["schedule"]): r for r in paper.TABLE2}
-    row = rows[(mask, tau, schedule)]
-    return f"FID {rows[(None, None, None)]['FID']} → {row['FID']} ({row['removed']} of {paper.TABLE1['REPA']['D']} dims)"
+def claims(table: pd.DataFrame, closest: str, pruned: dict[str, pd.DataFrame], bands: dict,
+           base: str = "ladder/c10") -> tuple[list[dict], list[str]]:
+    """The chapter's verdict rows: the preconditions of ``closest`` (its ``table`` row, :func:`precondition_rows`)
+    and the pruning claims on it (:func:`pruning.rung_claims` of ``pruned[closest]``); and the claims whose test
+    changes outcome between ``base`` and ``closest`` (each judged on its own results, under ``closest``'s
+    preconditions)."""
+    requires = precondition_rows(table.loc[closest], bands)
+    judged = {name: pruning.rung_claims(results, requires) for name, results in pruned.items()}
+    outcome = {name: [report.holds(row["value"], row["op"], row["bar"]) for row in rows]
+               for name, rows in judged.items()}
+    changed = [row["claim"] for row, before, after in zip(judged[closest], outcome[base], outcome[closest])
+               if before != after]
+    return [*requires, *judged[closest]], changed
