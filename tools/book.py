@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import multiprocessing
 import os
 import sys
@@ -100,15 +101,18 @@ def stale_notebooks(output_dir: Path = OUTPUTS) -> list[str]:
 
 
 def glued_values(notebook) -> dict[str, str]:
-    """Every value a notebook glues (myst-nb's ``glue``), by name: its plain-text, Markdown or image form as stored."""
+    """Every value a notebook glues (myst-nb's ``glue``), by name, in its most telling stored form: Markdown, then
+    HTML without pandas' random table ids (a styled table's plain text is only its memory address), then plain text,
+    then an image."""
     values = {}
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             record = output.get("metadata", {}).get("scrapbook")
             if record:
                 data = {key.removeprefix(record["mime_prefix"]): value for key, value in output.get("data", {}).items()}
-                values[record["name"]] = str(next((data[k] for k in ("text/plain", "text/markdown", "text/html")
-                                                   if k in data), sorted(data)))
+                kind = next((k for k in ("text/markdown", "text/html", "text/plain", "image/png") if k in data), None)
+                text = "".join(data[kind]) if kind else str(sorted(data))
+                values[record["name"]] = re.sub(r"T_[0-9a-f]{5}", "T_", text) if kind == "text/html" else text
     return values
 
 
