@@ -14,7 +14,7 @@ from bottleneck_utils import integrity, models
 from bottleneck_utils.continuous import DEFAULT_GRID, ConditionRange, install_condition_embedders
 from bottleneck_utils.embeddings import check_labels, class_embeddings, conditional_vectors
 from bottleneck_utils.models import DDPM, Bundle, block_embedders, check_embedder_copies, tie_embedder_copies
-from bottleneck_utils.organisms import train
+from bottleneck_utils.organisms import recipes, train
 from bottleneck_utils.organisms.recipes import Recipe
 from bottleneck_utils.sampling import sample
 
@@ -130,6 +130,7 @@ def test_trained_continuous_model_saves_and_loads_by_name(tmp_path, monkeypatch)
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path)
     monkeypatch.setattr(integrity, "CHECKPOINT_DIR", tmp_path)
     monkeypatch.setitem(models.EMBEDDED, "tiny-continuous", models._load_embedded)
+    monkeypatch.setitem(recipes.ORGANISMS, "tiny-continuous", TINY)  # only a registry's recipe ships
     ema = tiny_training(tmp_path)
     rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 2, 4] and all(-1 <= float(r["cos_c"]) <= 1 for r in rows)

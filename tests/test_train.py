@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from bottleneck_utils import stats
 from bottleneck_utils.models import block_embedders, check_embedder_copies
-from bottleneck_utils.organisms import cli, train
+from bottleneck_utils.organisms import cli, recipes, train
 from bottleneck_utils.organisms.recipes import Recipe
 
 TINY = Recipe(transformer={"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 1, "num_layers": 2,
@@ -113,6 +113,7 @@ def test_short_ddpm_schedules_scale_beta_as_dit():
 
 def test_install_ships_a_finished_run_and_records_its_sha(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.setitem(recipes.ORGANISMS, "tiny", TINY)  # only a registry's recipe ships
     ema = tiny_training(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="finish the run before installing"):
         train.install(tmp_path / "run", "tiny")  # nothing saved yet
@@ -173,7 +174,8 @@ def test_registry_train_without_names_skips_shipped_recipes_and_checks_the_devic
     monkeypatch.setattr(train, "train_dit", lambda recipe, source, steps, seed, out_dir, device: trained.append(
         (str(out_dir), device)))
     monkeypatch.setattr(train, "save_run", lambda *args: None)
-    cli.registry_main(["train"], "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
+    cli.registry_main(["train"], "", registry, lambda recipe: None, lambda name, device, allow_short: {},
+                      lambda name, quality: name)
     assert trained == [("runs/r/half", "cpu"), ("runs/r/new", "cpu")]
     assert capsys.readouterr().out.splitlines() == ["r/half; installed", "r/new; installed"]
     if not torch.cuda.is_available():
@@ -189,7 +191,8 @@ def test_registry_train_runs_on_the_threads_asked_for(tmp_path, monkeypatch, cap
     threads = torch.get_num_threads()
     try:
         for argv in (["train", "r/new"], ["train", "--threads", "2", "r/new"]):
-            cli.registry_main(argv, "", registry, lambda recipe: None, lambda name, device: {}, lambda name, quality: name)
+            cli.registry_main(argv, "", registry, lambda recipe: None, lambda name, device, allow_short: {},
+                              lambda name, quality: name)
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2]  # one thread unless asked: lanes side by side on 2 cores only slow each other down

@@ -3,7 +3,8 @@
 The command lines are in :mod:`bottleneck_utils.organisms.cli`; the recipes in :mod:`bottleneck_utils.organisms.recipes`.
 A run writes into its own folder (default ``runs/NAME``) and saves a resumable ``state.pt`` every 500 steps: run the
 same command again to continue. Only an install, after training succeeds, replaces the shipped checkpoint in the
-package data and its sha256 in the manifest.
+package data and its sha256 in the manifest: it first checks that the run is the registry's (recipe, seed, steps),
+then stages the folder and the manifest and swaps both in, or leaves both as they were.
 
 The DiT is a diffusers ``DiTTransformer2DModel`` initialised as in the original DiT (``initialize_weights``)
 with ONE embedder shared by all blocks, as in the original code; it is saved as identical per-block copies,
@@ -23,9 +24,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import fcntl
 import json
 import math
+import os
+import pickle
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +53,11 @@ from bottleneck_utils.organisms.recipes import Recipe
 from bottleneck_utils.unet import ConditionedUNet, build_unet
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+SEED = 0  # the seed of every shipped run
+
+
+class RunError(ValueError):
+    """A run that cannot be resumed, checked or shipped; the message is one line that names the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,9 +307,9 @@ def _resume(path: Path, recipe: Recipe, seed: int, steps: int, model, ema, optim
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
     same = _without_steps(Recipe.from_dict(state["recipe"], str(path))) == _without_steps(recipe)
     if not same or state["seed"] != seed:
-        raise ValueError(f"{path} holds a run of another recipe or seed; pass a new --out folder (or delete it)")
+        raise RunError(f"{path} holds a run of another recipe or seed; pass a new --out folder (or delete it)")
     if state["step"] > steps:
-        raise ValueError(f"{path} is already at step {state['step']} > the {steps} steps asked for")
+        raise RunError(f"{path} is already at step {state['step']} > the {steps} steps asked for")
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
@@ -376,7 +387,7 @@ def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, reci
              seed: int) -> None:
     """Writes the EMA weights (a DiT's with identical per-block embedder copies, a U-Net's under ``UNet2DModel``'s own
     keys), the conditioning embedder alone, the DiT's or ``UNet2DModel``'s config, the scheduler (DDPM organisms)
-    and meta into ``out_dir``, each file atomically."""
+    and meta into ``out_dir``, each file atomically; ``meta.json`` last, so it never describes weights not yet saved."""
     network = model.unet if isinstance(model, ConditionedUNet) else model
     state = {key: value.detach().cpu().clone().contiguous() for key, value in network.state_dict().items()}  # unties
     write_atomically(out_dir / "model.safetensors", lambda temporary: save_file(state, temporary))
@@ -384,53 +395,203 @@ def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, reci
     write_atomically(out_dir / "embedder.safetensors", lambda temporary: save_file(embedder, temporary))
     config = {key: value for key, value in dict(network.config).items() if not key.startswith("_")}
     write_atomically(out_dir / "config.json", lambda temporary: temporary.write_text(json.dumps(config, indent=2)))
-    if recipe.objective == "ddpm":
-        schedule = ddpm_schedule(recipe.train_timesteps)
-        DDIMScheduler(**schedule, timestep_spacing="trailing", clip_sample=False).save_pretrained(out_dir / "scheduler")
+    if recipe.objective == "ddpm":  # what save_pretrained writes, through a temporary file
+        scheduler = DDIMScheduler(**ddpm_schedule(recipe.train_timesteps), timestep_spacing="trailing", clip_sample=False)
+        write_atomically(out_dir / "scheduler" / DDIMScheduler.config_name, scheduler.to_json_file)
     saved = recipe.as_dict()
     meta = {"class_names": saved.pop("class_names"), "condition": saved.pop("condition"), "steps": steps,
             "seed": seed, "recipe": saved}
     write_atomically(out_dir / "meta.json", lambda temporary: temporary.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
-def record_sha256(name: str, sha256: str) -> None:
-    manifest_path = CHECKPOINT_DIR / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+def saved_run(out_dir: Path) -> tuple[Recipe, dict]:
+    """The recipe and the meta (steps, seed) that a saved run's ``meta.json`` holds.
+
+    Raises:
+        FileNotFoundError: the run has no ``meta.json``.
+        RunError: it is not a ``meta.json`` that :func:`save_run` wrote.
+    """
+    path = out_dir / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} has no meta.json: finish the run before installing it")
+    try:
+        meta = json.loads(path.read_text())
+        values = meta["recipe"] | {"class_names": meta["class_names"], "condition": meta["condition"]}
+        return Recipe.from_dict(values, str(path)), meta
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{path} is not a run's meta ({type(error).__name__}: {error}): delete {out_dir} and train "
+                       "the run again") from None
+
+
+def _differences(saved: dict, expected: dict) -> str:
+    """``key saved ≠ expected`` for each field in which two recipes (as dicts) differ."""
+    return ", ".join(f"{key} {saved[key]!r} ≠ {expected[key]!r}" for key in expected if saved[key] != expected[key])
+
+
+def _check_state(out_dir: Path, expected: Recipe, steps: int, retrain: str) -> None:
+    """Raises RunError when ``out_dir/state.pt`` (if kept) holds another recipe or seed, or fewer steps than
+    ``meta.json``: the folder then mixes two runs."""
+    path = out_dir / "state.pt"
+    if not path.is_file():
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        recipe = Recipe.from_dict(state["recipe"], str(path)).as_dict()
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:  # truncated
+        raise RunError(f"{path} is unreadable ({type(error).__name__}): {retrain}") from None
+    if recipe != expected.as_dict() or state["seed"] != SEED or state["step"] < steps:
+        raise RunError(f"{path} (recipe, seed {state['seed']}, step {state['step']}) is not the run meta.json describes "
+                       f"(the folder mixes two runs): {retrain}")
+
+
+def check_run(out_dir: Path, name: str, allow_short: bool = False) -> None:
+    """Checks that ``out_dir`` holds a run that may ship as ``name``, before anything is shipped.
+
+    Its ``meta.json`` (and ``state.pt``, when kept) must hold the registry's recipe of ``name``
+    (:func:`shipped_recipe`), the seed :data:`SEED` and all the recipe's steps; fewer steps (a smoke run) only with
+    ``allow_short``.
+
+    Raises:
+        RunError: one line naming the fix (delete the run and train it again, or pass ``--install-short``).
+    """
+    expected = shipped_recipe(name)
+    saved, meta = saved_run(out_dir)
+    retrain = f"delete {out_dir} and train {name} again"
+    if saved.as_dict() != expected.as_dict():
+        raise RunError(f"{out_dir} holds a run of another recipe than {name}'s "
+                       f"({_differences(saved.as_dict(), expected.as_dict())}): {retrain}")
+    if meta.get("seed") != SEED:
+        raise RunError(f"{out_dir} was trained with seed {meta.get('seed')!r}, not the shipped seed {SEED}: {retrain} "
+                       f"with --seed {SEED}")
+    steps = meta.get("steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= expected.steps:
+        raise RunError(f"{out_dir} was trained for {steps!r} steps, not {name}'s {expected.steps:,}: {retrain}")
+    _check_state(out_dir, expected, steps, retrain)
+    if steps < expected.steps and not allow_short:
+        raise RunError(f"{out_dir} was trained for {steps:,} of {name}'s {expected.steps:,} steps (a smoke run?): "
+                       f"train it to the end (the same command resumes it), or ship it anyway with --install-short "
+                       f"(install(..., allow_short=True))")
+
+
+def _manifest_text(name: str, sha256: str) -> str:
+    """The manifest with ``name``'s sha256 recorded (the others' kept), as the text of ``manifest.json``."""
+    path = CHECKPOINT_DIR / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise RunError(f"{path} is not valid JSON: restore it (git checkout {path}) or re-clone") from None
     manifest[name] = {"sha256": sha256}
-    write_atomically(manifest_path, lambda t: t.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n"))
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
-def install(out_dir: Path, name: str, weights: bool = True) -> str:
-    """Copies a finished run into ``checkpoints/<name>`` (replacing what is there) and records its sha256.
+@contextmanager
+def _checkpoints_locked():
+    """Holds an exclusive lock on :data:`CHECKPOINT_DIR`: two installs never interleave their manifest updates."""
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    handle = os.open(CHECKPOINT_DIR, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def _stage(out_dir: Path, files: list[str], staged: Path) -> Path:
+    """Copies ``out_dir``'s ``files`` (plain files or folders) into the new folder ``staged``."""
+    staged.mkdir()
+    for f in files:
+        if (out_dir / f).is_dir():
+            shutil.copytree(out_dir / f, staged / f)
+        else:
+            shutil.copy2(out_dir / f, staged / f)
+    return staged
+
+
+def _swap(staged: Path, target: Path, backup: Path, manifest: Path) -> None:
+    """Moves ``target`` aside to ``backup``, then ``staged`` onto ``target`` and the staged ``manifest`` onto the
+    manifest (three renames); on any failure, or an interrupt, puts the shipped folder back."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shipped = target.exists()
+    if shipped:
+        target.rename(backup)
+    moved = False
+    try:
+        staged.rename(target)
+        moved = True
+        manifest.replace(CHECKPOINT_DIR / "manifest.json")
+    except BaseException:
+        if moved:
+            target.rename(staged)
+        if shipped:
+            backup.rename(target)
+        raise
+
+
+def ship(out_dir: Path, files: list[str], name: str, hashed: str) -> str:
+    """Replaces ``checkpoints/<name>`` by ``out_dir``'s ``files`` and records the sha256 of ``hashed`` (one of them)
+    in the manifest, as one transaction; returns the sha256.
+
+    The new folder and the new manifest are written under temporary names inside :data:`CHECKPOINT_DIR`, the
+    staged ``hashed`` is checked against the run's, and only then are both swapped in. On any failure the shipped
+    folder and the manifest are left byte-identical.
+
+    Raises:
+        RunError: the copy or the swap failed (disk full, the staged copy differs); one line naming the fix.
+    """
+    expected = sha256_of(out_dir / hashed)
+    with _checkpoints_locked():
+        work = Path(tempfile.mkdtemp(prefix=".install-", dir=CHECKPOINT_DIR))
+        try:
+            staged = _stage(out_dir, files, work / "new")
+            if sha256_of(staged / hashed) != expected:
+                raise RunError(f"the staged copy of {out_dir / hashed} differs from it (a failing disk?); nothing "
+                               f"shipped changed: check the disk and install {name} again")
+            text = _manifest_text(name, expected)
+            write_atomically(work / "manifest.json", lambda temporary: temporary.write_text(text))
+            _swap(staged, CHECKPOINT_DIR / name, work / "old", work / "manifest.json")
+        except OSError as error:
+            raise RunError(f"installing {name} failed ({error}); nothing shipped changed: fix that (free disk space?) "
+                           f"and install {name} again") from error
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return expected
+
+
+def install(out_dir: Path, name: str, weights: bool = True, allow_short: bool = False) -> str:
+    """Ships a finished run as ``checkpoints/<name>`` (replacing what is there) and records its sha256, after
+    :func:`check_run`; the copy and the manifest update are one transaction (:func:`ship`).
 
     With ``weights=False`` only the embedder, the log and the meta are shipped (a ladder rung that no pruning run
     uses); the recorded sha256 is then the embedder's. A ``quality.json`` (the measured quality) goes with it.
-    Returns the sha256.
+    ``allow_short`` ships a run shorter than its recipe (a smoke run). Returns the sha256.
     """
     files = ["meta.json", "train_log.csv", "embedder.safetensors", "config.json", "quality.json"]
     files += ["model.safetensors", "scheduler"] if weights else []
     missing = [f for f in files if not (out_dir / f).exists() and f not in ("scheduler", "quality.json")]
     if missing:
         raise FileNotFoundError(f"{out_dir} lacks {missing}: finish the run before installing it")
-    target = CHECKPOINT_DIR / name
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for f in files:
-        if (out_dir / f).is_dir():
-            shutil.copytree(out_dir / f, staging / f)
-        elif (out_dir / f).exists():
-            shutil.copy2(out_dir / f, staging / f)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    sha = sha256_of(target / ("model.safetensors" if weights else "embedder.safetensors"))
-    record_sha256(name, sha)
-    return sha
+    check_run(out_dir, name, allow_short)
+    hashed = "model.safetensors" if weights else "embedder.safetensors"
+    return ship(out_dir, [f for f in files if (out_dir / f).exists()], name, hashed)
 
 
 # ---------------------------------------------------------------------------------------------------
 #                                          The organisms
 # ---------------------------------------------------------------------------------------------------
+
+
+def shipped_recipe(name: str) -> Recipe:
+    """The recipe a run must hold to ship as ``name``: the registry's (:func:`recipes.recipe_of`), with
+    ``ising-dit``'s trained temperature range taken from its data, as :func:`organism` sets it."""
+    recipe = recipes.recipe_of(name)
+    if name != "ising-dit":
+        return recipe
+    return _with_trained_range(recipe, data.load_ising(recipe.transformer["sample_size"]))
+
+
+def _with_trained_range(recipe: Recipe, ising: data.IsingData) -> Recipe:
+    """``recipe`` with the temperature range of the Ising data as its condition."""
+    return replace(recipe, condition=ConditionRange.of_values("temperature", ising.temperature).as_dict())
 
 
 def organism(name: str) -> tuple[Recipe, object]:
@@ -443,13 +604,11 @@ def organism(name: str) -> tuple[Recipe, object]:
                                                  recipe.classes)
     if name == "ising-dit":  # temperature-conditioned spins
         ising = data.load_ising(recipe.transformer["sample_size"])
-        condition = ConditionRange.of_values("temperature", ising.temperature)
         spins = torch.as_tensor(ising.spins, dtype=torch.float32)[:, None]  # (5000, 1, 16, 16) in {-1, +1}
         temperature = torch.as_tensor(ising.temperature, dtype=torch.float32)  # (5000,)
-        return replace(recipe, condition=condition.as_dict()), TensorSource(spins, temperature, recipe.ising_symmetries)
+        return _with_trained_range(recipe, ising), TensorSource(spins, temperature, recipe.ising_symmetries)
     images, labels = data.load_mnist("train")
     return recipe, TensorSource(classifier.downsample(images) * 2 - 1, torch.as_tensor(labels))  # (60000, 1, 14, 14)
-
 
 
 def allow_tf32_on_cuda(device: str) -> None:
