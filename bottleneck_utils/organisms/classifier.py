@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -59,13 +59,6 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2
             loss.backward()
             optimizer.step()
     return model.eval()
-
-
-def save_classifier(model: MnistClassifier) -> str:
-    """Writes the classifier's weights into the package data; returns their sha256 (for the manifest)."""
-    WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, WEIGHTS)
-    return integrity.sha256_of(WEIGHTS)
 
 
 def load_classifier(device: str | torch.device = "cpu") -> MnistClassifier:
