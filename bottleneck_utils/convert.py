@@ -8,6 +8,8 @@ import math
 import torch
 from diffusers import DiTTransformer2DModel
 
+from bottleneck_utils import integrity
+
 # DiT's (and SiT's) sizes in its models.py: (hidden size, depth, heads), all with an MLP 4× as wide. The head count
 # is not visible in the weights, so it is taken from here only when width, depth and MLP width all match a size.
 DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
@@ -24,6 +26,11 @@ EMBEDDER_KEYS = {
     "t_embedder.mlp.0": "norm1.emb.timestep_embedder.linear_1",
     "t_embedder.mlp.2": "norm1.emb.timestep_embedder.linear_2",
 }
+# the number of dimensions of the tensors whose shapes give the architecture
+ORIGINAL_NDIMS = {"x_embedder.proj.weight": 4, "pos_embed": 3, "y_embedder.embedding_table.weight": 2,
+                  "t_embedder.mlp.0.weight": 2, "t_embedder.mlp.2.weight": 2, "final_layer.linear.weight": 2,
+                  "blocks.0.mlp.fc1.weight": 2}
+ORIGINAL_FIX = "download it again, or re-save it as a state dict of tensors: torch.save(model.state_dict(), path)"
 BLOCK_KEYS = {
     "attn.proj": "attn1.to_out.0",
     "mlp.fc1": "ff.net.0.proj",
@@ -48,6 +55,14 @@ def attention_heads(hidden: int, depth: int, mlp_width: int, num_heads: int | No
     sizes = ", ".join(f"{name}: {h}×{d}" for name, (h, d, _) in DIT_SIZES.items())
     raise ValueError(f"width {hidden} × {depth} blocks (MLP {mlp_width}) is not one of DiT's sizes ({sizes}), so its "
                      "head count is unknown; pass num_heads")
+
+
+def check_original_ndims(state_dict: dict[str, torch.Tensor], path="checkpoint") -> None:
+    """Raises a one-line ValueError if a tensor that gives the architecture has the wrong number of dimensions."""
+    for key, ndim in ORIGINAL_NDIMS.items():
+        if key in state_dict and state_dict[key].ndim != ndim:
+            raise ValueError(f"{path}: {key} has shape {tuple(state_dict[key].shape)}, but an original DiT checkpoint "
+                             f"has it {ndim}-D: the file is from another model or damaged; {ORIGINAL_FIX}")
 
 
 def original_architecture(state_dict: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
@@ -116,16 +131,18 @@ def original_to_diffusers(
 
     Raises:
         KeyError: listing every missing and unexpected key, if the state dict is not a DiT backbone.
+        ValueError: tensors of the wrong shape, in one line naming the first.
     """
     if not {"x_embedder.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"} <= set(state_dict):
         raise KeyError(f"{path} has no 'x_embedder.proj.weight'/'pos_embed'/'blocks.0.*': not a DiT/SiT backbone")
+    check_original_ndims(state_dict, path)
     config = original_architecture(state_dict, num_heads)
     expected = _expected_original_keys(config["num_layers"])
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
         raise KeyError(f"{path}: missing keys {missing}; unexpected keys {unexpected}")
     model = DiTTransformer2DModel(**config)
-    model.load_state_dict(_rename(state_dict, config["num_layers"]), strict=True)
+    integrity.load_weights(model, _rename(state_dict, config["num_layers"]), path, ORIGINAL_FIX)
     fixed = model.pos_embed.pos_embed  # diffusers recomputes DiT's fixed sin-cos table: (1, N, D)
     if not torch.allclose(fixed, state_dict["pos_embed"].to(fixed), atol=1e-4):
         raise ValueError(f"{path}: its pos_embed is not DiT's fixed sin-cos table, which diffusers assumes")

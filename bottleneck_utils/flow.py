@@ -39,11 +39,14 @@ class FlowODE:
     method: str = "heun"
     grid: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
-    def __post_init__(self):
-        if self.noise_time not in (0.0, 1.0):
-            raise ValueError(f"noise_time must be 0.0 (SiT) or 1.0 (REPA), got {self.noise_time!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+    def __setattr__(self, name: str, value) -> None:
+        """Checks ``noise_time`` and ``method`` whenever they are set, at construction or later (a bundle's
+        ``scheduler.method = "Heun"`` is refused, rather than integrated as Euler)."""
+        if name == "noise_time" and value not in (0.0, 1.0):
+            raise ValueError(f"noise_time must be 0.0 (SiT) or 1.0 (REPA), got {value!r}")
+        if name == "method" and value not in METHODS:
+            raise ValueError(f"the flow solver (method) must be one of {METHODS}, lower case, got {value!r}")
+        super().__setattr__(name, value)
 
     def set_timesteps(self, num_steps: int) -> None:
         """Sets the grid of ``num_steps`` equal intervals from the noise end to the data end."""

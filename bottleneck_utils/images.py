@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +65,56 @@ def _check_written(images, labels, first_index: int) -> tuple[np.ndarray, np.nda
     return pixels, labels
 
 
+def _check_creatable(folder: Path, target: Path) -> None:
+    """Raises unless ``folder`` (where ``target`` goes) is a writable folder or can be made one: its nearest existing
+    ancestor is a writable folder, not a file."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{target} cannot be written: {existing} is a file; choose another path (or move that file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{target} cannot be written: {existing} is read-only; choose a writable folder")
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """``path`` as a folder that :func:`write_pngs` can fill, checked before any work.
+
+    Raises:
+        ValueError: ``path`` is a file, or lies under one.
+        PermissionError: the folder (or the nearest existing one above it) is read-only.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"the output folder {path} is a file; pass a folder path (or move that file)")
+    _check_creatable(path, path)
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` as a file that :func:`save_npz` can write (or replace), checked before any work.
+
+    Raises:
+        ValueError: ``path`` is a folder, or lies under a file.
+        PermissionError: its folder (or the nearest existing one above it) is read-only.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass a file path such as {path / 'samples.npz'}")
+    _check_creatable(path.parent, path)
+    return path
+
+
 def write_pngs(images: torch.Tensor, labels, output_dir: str | Path, first_index: int = 0) -> None:
-    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file."""
+    """Writes (N, C, H, W) images in [0, 1] as ``{index:06d}_{label}.png``, each through a temporary file.
+
+    Raises:
+        ValueError: images outside the convention, labels that do not match them, or an ``output_dir`` that is (or
+            lies under) a file; nothing is written then.
+        PermissionError: a read-only ``output_dir``.
+    """
     pixels, labels = _check_written(images, labels, first_index)
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for offset, (image, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
         array = image[..., 0] if image.shape[-1] == 1 else image
@@ -103,20 +150,43 @@ def save_npz(images: torch.Tensor, labels, path: str | Path, first_index: int = 
     """Writes ``arr_0`` (N, H, W, C) uint8 (the ADM/DiT evaluation layout), ``labels`` and ``indices`` atomically.
 
     N may be 0 (an empty shard): ``arr_0`` is then (0, H, W, C).
+
+    Raises:
+        ValueError: images outside the convention, labels that do not match them, or a ``path`` that is a folder (or
+            lies under a file); nothing is written then.
+        PermissionError: a read-only folder.
     """
     pixels, labels = _check_written(images, labels, first_index)
+    check_output_file(path)
     indices = np.arange(first_index, first_index + len(labels))
     atomic_savez(Path(path), arr_0=pixels, labels=labels, indices=indices)
     return Path(path)
 
 
+def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, or one line naming the file if it is truncated or another format."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz ({type(error).__name__}: {error}): it is truncated or "
+                         "another format; sample it again") from None
+
+
 def load_npz(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels."""
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"arr_0", "labels"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}: it is not a file written by save_npz")
-        pixels, labels = archive["arr_0"], archive["labels"]
+    """Reads a :func:`save_npz` file back: (N, C, H, W) floats in [0, 1] and the labels.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a truncated file, or one that save_npz did not write.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist; sample it first (python -m bottleneck_utils.sampling)")
+    archive = _read_npz(path)
+    missing = {"arr_0", "labels"} - set(archive)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}: it is not a file written by save_npz")
+    pixels, labels = archive["arr_0"], archive["labels"]
     if pixels.dtype != np.uint8 or pixels.ndim != 4:
         raise ValueError(f"{path}: arr_0 must be (N, H, W, C) uint8, got {pixels.dtype} {pixels.shape}")
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels

@@ -226,12 +226,26 @@ def _check_probs(probs, n: int | None = None) -> np.ndarray:
     return probs
 
 
-def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of samples whose classifier argmax is the class they were generated for."""
-    labels = np.asarray(labels)
-    probs = _check_probs(probs, len(labels))
+def _check_class_ids(labels: np.ndarray, num_classes: int) -> None:
+    """Raises a ValueError unless ``labels`` are integer class ids in 0..num_classes − 1 (the classifier's classes)."""
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer class ids, got {labels.dtype}")
+    outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+    if outside.size:
+        raise ValueError(f"labels {outside[:5].tolist()} are outside 0..{num_classes - 1}, the classes of probs; pass "
+                         "the class each sample was generated for")
+
+
+def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose classifier argmax is the class they were generated for.
+
+    Raises:
+        ValueError: probs that are not softmax rows, or labels that are not ids of probs' classes (a label outside
+            them could never be matched, and would only lower the accuracy).
+    """
+    labels = np.asarray(labels)
+    probs = _check_probs(probs, len(labels))
+    _check_class_ids(labels, probs.shape[1])
     return float((probs.argmax(-1) == labels).mean())
 
 
@@ -322,6 +336,8 @@ class SampleSet:
         if labels.shape != (len(features),):
             raise ValueError(f"got {len(features)} samples but labels of shape {labels.shape}: one label per sample")
         probs = None if probs is None else _check_probs(probs, len(features))
+        if probs is not None:
+            _check_class_ids(labels, probs.shape[1])
         manifolds = None if reference.features is None else Manifolds.build(reference.features, features, k)
         return cls(features, labels, probs, manifolds)
 

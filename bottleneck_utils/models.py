@@ -27,10 +27,7 @@ The timestep sinusoid (``freq_shift``):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +36,10 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, UNet2DModel
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from bottleneck_utils import adaln_code, integrity
 from bottleneck_utils.continuous import NULL, ConditionRange, install_condition_embedders
-from bottleneck_utils.convert import drop_training_heads, original_to_diffusers
+from bottleneck_utils.convert import ORIGINAL_FIX, check_original_ndims, drop_training_heads, original_to_diffusers
 from bottleneck_utils.flow import FlowODE
 from bottleneck_utils.unet import ConditionedUNet
 
@@ -296,15 +292,27 @@ def _checked_file(name: str, path: Path, check_sha: bool = True) -> str:
     return integrity.sha256_of(path)
 
 
+def _organism_fix(name: str, folder: Path, check_sha: bool) -> str:
+    """What to do about a damaged file of an organism: restore or retrain a shipped one, retrain a run."""
+    return integrity.shipped_fix(name) if check_sha else f"the run {folder} is damaged: delete it and train it again"
+
+
+def _config(folder: Path, fix: str) -> dict:
+    """An organism's ``config.json`` (the model's diffusers config)."""
+    return integrity.read_json(folder / "config.json", "the model config", fix)
+
+
 def _embedder_only(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype, check_sha) -> Bundle:
     """A shipped organism of which only the embedder is kept (a ladder rung no pruning run uses)."""
     sha = _checked_file(name, folder / "embedder.safetensors", check_sha)
-    config = json.loads((folder / "config.json").read_text())
+    fix = _organism_fix(name, folder, check_sha)
+    config = _config(folder, fix)
     width = config["num_attention_heads"] * config["attention_head_dim"]
     # a dropout probability > 0 gives the table its CFG null row, as in training; the copy itself never drops
     embedder = CombinedTimestepLabelEmbeddings(config["num_embeds_ada_norm"], width, class_dropout_prob=0.1)
     embedder.class_embedder.dropout_prob = 0.0
-    embedder.load_state_dict(load_file(folder / "embedder.safetensors"))
+    path = folder / "embedder.safetensors"
+    integrity.load_weights(embedder, integrity.read_safetensors(path, fix), path, fix)
     return Bundle(name, _moved(embedder, device, dtype), config["num_embeds_ada_norm"], time,
                   class_names=meta["class_names"], sha256=sha, device=device, dtype=dtype)
 
@@ -317,7 +325,8 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
                   check_sha: bool = True) -> Bundle:
     """A trained organism from its folder (``meta.json``, ``config.json``, weights); ``check_sha`` compares the
     weights with the manifest's entry ``name`` (shipped organisms), otherwise the hash is only recorded (a run)."""
-    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
+    fix = _organism_fix(name, folder, check_sha)
+    meta = integrity.read_json(folder / "meta.json", "the organism's meta", fix)
     recipe = meta.get("recipe", {})
     time = objective_time(recipe.get("objective", "ddpm"), recipe.get("train_timesteps", 1000))
     if recipe.get("family") == "unet":
@@ -326,33 +335,36 @@ def load_organism(folder: Path, name: str, device: torch.device, dtype: torch.dt
         return _embedder_only(name, folder, meta, time, device, dtype, check_sha)
     actual = _checked_file(name, folder / "model.safetensors", check_sha)
     condition = ConditionRange(**meta["condition"]) if meta.get("condition") else None
-    transformer = DiTTransformer2DModel.from_config(json.loads((folder / "config.json").read_text()))
+    transformer = DiTTransformer2DModel.from_config(_config(folder, fix))
     if condition is not None:  # the label table of every block is replaced by the continuous embedder
         install_condition_embedders(block_embedders(transformer), condition)
     if recipe.get("code_width"):  # a bottleneck-trained DiT: its adaLN reads a k-dim code (adaln_code.narrow)
 
         adaln_code.narrow(transformer, torch.zeros(recipe["code_width"], transformer.inner_dim))  # P is then loaded
-    transformer.load_state_dict(load_file(folder / "model.safetensors"))
-    return _diffusers_bundle(name, transformer, _organism_scheduler(folder, time), None, meta["class_names"], actual,
-                             device, dtype, freq_shift, condition, time)
+    weights = folder / "model.safetensors"
+    integrity.load_weights(transformer, integrity.read_safetensors(weights, fix), weights, fix)
+    return _diffusers_bundle(name, transformer, _organism_scheduler(folder, time, fix), None, meta["class_names"],
+                             actual, device, dtype, freq_shift, condition, time)
 
 
-def _organism_scheduler(folder: Path, time: TimeConvention) -> DDIMScheduler | FlowODE:
+def _organism_scheduler(folder: Path, time: TimeConvention, fix: str) -> DDIMScheduler | FlowODE:
     """A trained organism's sampler: the ODE integrator of a flow objective, else the DDIM scheduler saved beside it."""
     if time.kind == "flow":
         return flow_sampler(time)
-    return DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    return _from_pretrained(DDIMScheduler, folder, "scheduler", fix)
 
 
 def _load_unet_organism(name: str, folder: Path, meta: dict, time: TimeConvention, device, dtype, freq_shift,
                         check_sha) -> Bundle:
     """A trained U-Net organism: ``UNet2DModel`` config and weights, run as a :class:`unet.ConditionedUNet`."""
     actual = _checked_file(name, folder / "model.safetensors", check_sha)
-    model = ConditionedUNet(UNet2DModel.from_config(json.loads((folder / "config.json").read_text())))
-    model.unet.load_state_dict(load_file(folder / "model.safetensors"))
+    fix = _organism_fix(name, folder, check_sha)
+    model = ConditionedUNet(UNet2DModel.from_config(_config(folder, fix)))
+    weights = folder / "model.safetensors"
+    integrity.load_weights(model.unet, integrity.read_safetensors(weights, fix), weights, fix)
     model = _moved(model, device, dtype)
     set_freq_shift([model.embedder], freq_shift)
-    return Bundle(name, model.embedder, model.num_classes, time, model, _organism_scheduler(folder, time),
+    return Bundle(name, model.embedder, model.num_classes, time, model, _organism_scheduler(folder, time, fix),
                   class_names=meta["class_names"], sha256=actual, device=device, dtype=dtype)
 
 
@@ -387,13 +399,17 @@ def _hub_snapshot(repo: str) -> Path:
                       f"({type(error).__name__}); run with network access or pass a local path") from None
 
 
+PIPELINE_FIX = "download or save the pipeline again"
+
+
 def _load_diffusers(repo: str, device, dtype, freq_shift) -> Bundle:
     """Loads a diffusers DiT pipeline folder: ``transformer/``, ``vae/``, ``scheduler/``, ``model_index.json``."""
     folder = Path(repo) if Path(repo).is_dir() else _hub_snapshot(repo)
     transformer = _from_pretrained(DiTTransformer2DModel, folder, "transformer")
     scheduler = _from_pretrained(DDIMScheduler, folder, "scheduler")
     vae = _from_pretrained(AutoencoderKL, folder, "vae") if (folder / "vae").is_dir() else None
-    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+    index = (integrity.read_json(folder / "model_index.json", "the pipeline index", PIPELINE_FIX)
+             if (folder / "model_index.json").is_file() else {})
     names = None
     if "id2label" in index:
         names = [index["id2label"][str(i)] for i in range(len(index["id2label"]))]
@@ -402,14 +418,14 @@ def _load_diffusers(repo: str, device, dtype, freq_shift) -> Bundle:
     return _diffusers_bundle(repo, transformer, scheduler, vae, names, sha, device, dtype, freq_shift)
 
 
-def _from_pretrained(cls, folder: Path, subfolder: str):
+def _from_pretrained(cls, folder: Path, subfolder: str, fix: str = PIPELINE_FIX):
     """``cls.from_pretrained(folder, subfolder=...)`` with one line of error for a missing, truncated or bad file."""
     try:
         return cls.from_pretrained(folder, subfolder=subfolder)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{folder / subfolder} is not a loadable diffusers {cls.__name__} ({reason}); the file may be "
-                         "truncated or from another model: download or save the pipeline again") from None
+                         f"truncated or from another model: {fix}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,11 +443,7 @@ EMBEDDER_KEYS = {
 
 def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Reads an original-format ``.pt`` with ``weights_only=True``, preferring its ``ema`` sub-dict."""
-    try:  # the official train.py scripts also save their argparse.Namespace under "args"
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
-        raise ValueError(_unreadable_checkpoint(path, error)) from None
+    checkpoint = integrity.read_checkpoint(path, ORIGINAL_FIX)  # allows the argparse.Namespace of DiT's train.py
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("ema"), dict):
         checkpoint = checkpoint["ema"]
     elif isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
@@ -439,16 +451,6 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors (nor one under 'ema' or 'model')")
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
-
-
-def _unreadable_checkpoint(path, error: Exception) -> str:
-    """One line on why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to lift that guard."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(error))
-    if found:  # the guard refused a pickled object: nothing of it ran
-        return (f"{path} holds a pickled {found.group(1)}, which is not loaded (only tensors and plain containers "
-                "are); re-save the checkpoint as a state dict of tensors")
-    reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({str(error).strip().split('. ')[0]})"
-    return f"{path} is not a readable PyTorch checkpoint{reason}; is it truncated or another format?"
 
 
 def _require_keys(state_dict: dict, keys, path) -> None:
@@ -460,9 +462,10 @@ def _require_keys(state_dict: dict, keys, path) -> None:
 def embedder_from_original(state_dict: dict[str, torch.Tensor], path="checkpoint") -> CombinedTimestepLabelEmbeddings:
     """Builds the c = y + t embedder from original ``t_embedder``/``y_embedder`` weights (freq shift 0)."""
     _require_keys(state_dict, EMBEDDER_KEYS, path)
+    check_original_ndims(state_dict, path)
     table = state_dict["y_embedder.embedding_table.weight"]  # (num_classes + 1, D)
     embedder = CombinedTimestepLabelEmbeddings(table.shape[0] - 1, table.shape[1], class_dropout_prob=0.1)
-    embedder.load_state_dict({new: state_dict[old] for old, new in EMBEDDER_KEYS.items()})
+    integrity.load_weights(embedder, {new: state_dict[old] for old, new in EMBEDDER_KEYS.items()}, path, ORIGINAL_FIX)
     set_freq_shift([embedder], 0)
     return embedder
 
@@ -594,11 +597,20 @@ def model_source(name_or_path: str | Path) -> str:
         raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.organisms.ladder "
                          f"train {name}")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-        return "hub"
+        return _hub_id(name)
     raise ValueError(
         f"unknown model {name!r}: expected one of {sorted(EMBEDDED)}, a hub id like "
         "'facebook/DiT-XL-2-256', a diffusers pipeline folder, or an original .pt/.pth checkpoint"
     )
+
+
+def _hub_id(name: str) -> str:
+    """``"hub"`` for an owner/name of ASCII letters, digits, '-', '_' and '.', which the hub accepts; else one line."""
+    foreign = sorted({char for char in name if not char.isascii()})
+    if foreign:
+        raise ValueError(f"{name!r} is not a valid hub id: {''.join(foreign)!r} is not ASCII (hub ids use letters, "
+                         "digits, '-', '_' and '.'); retype the id, or pass a local path")
+    return "hub"
 
 
 def check_model(name_or_path: str | Path) -> None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from bottleneck_utils import masks
 from bottleneck_utils.embeddings import check_labels
 from bottleneck_utils.flow import FlowODE
-from bottleneck_utils.images import atomic_savez, check_int, save_npz, write_pngs
+from bottleneck_utils.images import atomic_savez, check_int, check_output_dir, check_output_file, save_npz, write_pngs
 from bottleneck_utils.models import Bundle, load, resolve_dtype
 
 # ---------------------------------------------------------------------------------------------------
@@ -101,10 +101,20 @@ def _guided_output(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: tor
     return unconditional + cfg * (conditional - unconditional)
 
 
-def _decode(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
+def _decode(bundle: Bundle, x: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
+    """Final latents → images (B, C, H, W) in [0, 1] on the CPU; NaN or inf (an overflow) raises, naming the settings.
+
+    Clamping would turn NaN into black-or-white images that still score; the sampler refuses them instead.
+    """
     if bundle.vae is not None:
         x = bundle.vae.decode(x / bundle.vae.config.scaling_factor).sample
-    return (x.float() / 2 + 0.5).clamp(0, 1).cpu()  # (B, C, H, W) in [0, 1]
+    pixels = x.float() / 2 + 0.5
+    if not torch.isfinite(pixels).all():
+        settings = f"cfg_scale={cfg_scale:g}" + (f", autocast={autocast}" if autocast else "")
+        precision = ", or sample in float32 (autocast=None)" if autocast else ""
+        raise ValueError(f"sampling {bundle.name} gave NaN or inf pixels with {settings} (an overflow): lower "
+                         f"cfg_scale (1.0 switches guidance off; 1.5 to 10 is usual){precision}")
+    return pixels.clamp(0, 1).cpu()
 
 
 def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast,
@@ -148,6 +158,10 @@ def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, cfg_scale, see
         check_int(name, value, low)
     if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale):
         raise ValueError(f"cfg_scale must be a finite number (1.0 switches guidance off), got {cfg_scale!r}")
+    if not isinstance(bundle.scheduler, FlowODE) and num_steps > bundle.scheduler.config.num_train_timesteps:
+        limit = bundle.scheduler.config.num_train_timesteps
+        raise ValueError(f"num_steps must be <= {limit}, the timesteps {bundle.name}'s scheduler was trained with; got "
+                         f"{num_steps}")
     schedule = masks.as_schedule(schedule)
     schedule.active_steps(num_steps)  # raises when k > num_steps
     if mask is not None:
@@ -199,11 +213,15 @@ def sample(
         float tensor (N, C, H, W) in [0, 1], on the CPU; N = 0 (an empty shard) gives (0, *bundle.image_shape).
 
     Raises:
-        ValueError: bad labels, steps, mask, schedule or null policy, before any sampling.
+        ValueError: bad labels, steps, mask, schedule, null policy or ``output_dir`` (a file), before any sampling;
+            NaN or inf images (a guidance scale or autocast that overflows), before anything is written.
+        PermissionError: a read-only ``output_dir``, before any sampling.
     """
     schedule = _check_sampling_inputs(bundle, num_steps, batch_size, cfg_scale, seed, first_index, mask, schedule,
                                       autocast)
     labels = check_labels(bundle, labels)
+    if output_dir is not None:
+        check_output_dir(output_dir)
     bundle.scheduler.set_timesteps(num_steps)
     images = []
     with _pruning(bundle, mask, schedule, null_policy):
@@ -216,7 +234,7 @@ def sample(
                 x = _integrate_flow(bundle, x, batch, cfg_scale, autocast)
             else:
                 x = _denoise(bundle, x, batch, cfg_scale, autocast, generators)
-            images.append(_decode(bundle, x))
+            images.append(_decode(bundle, x, cfg_scale, autocast))
     images = torch.cat(images) if images else torch.empty(0, *bundle.image_shape)
     if output_dir is not None:
         write_pngs(images, labels.cpu(), output_dir, first_index)
@@ -273,8 +291,11 @@ def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None
     """Samples this rank's slice of ``labels``; writes PNGs and/or one merged ``.npz`` for all ranks.
 
     Without ``torch.distributed`` initialised it is one rank of one. Each rank's samples keep their global
-    indices, so the union over ranks equals a single-process run. Returns this rank's images.
+    indices, so the union over ranks equals a single-process run. Returns this rank's images. Both outputs are
+    checked (:func:`images.check_output_file`, :func:`images.check_output_dir`) before any sampling.
     """
+    if npz_path is not None:
+        check_output_file(npz_path)
     rank, world_size = _rank_and_world()
     labels = torch.as_tensor(labels)
     start, stop = shard_range(len(labels), rank, world_size)
@@ -356,6 +377,13 @@ def _parse_args(argv):
         parser.error("--recompute goes with --mask tail only (not head, topk or --random-control)")
     if (args.k is None) != (args.schedule != "last"):
         parser.error("--k goes with --schedule last, which needs it")
+    outputs = [(check, path) for check, path in ((check_output_file, args.npz), (check_output_dir, args.png_dir))
+               if path is not None]
+    for check, path in outputs:  # before the model loads: a bad output path must not cost a whole sampling run
+        try:
+            check(path)
+        except (ValueError, PermissionError) as error:
+            parser.error(str(error))
     return args
 
 
