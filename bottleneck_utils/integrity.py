@@ -3,7 +3,7 @@ the shipped weight files: the sha256 of each, recorded in ``checkpoints/manifest
 
 Every loader of package data (:mod:`bottleneck_utils.models`, :mod:`bottleneck_utils.organisms.classifier`) reads its
 weights through :func:`verified`; the trainer records a new sha256 when it installs a run
-(``python -m bottleneck_utils.organisms.train NAME --install``). The loaders read every JSON file (the manifest, a
+(``python -m bottleneck_utils.organisms.cli organism NAME --install``). The loaders read every JSON file (the manifest, a
 model's ``config.json``, ``meta.json`` and ``model_index.json``) through :func:`read_json`, and every weights file
 through :func:`read_safetensors` or :func:`read_checkpoint`, then :func:`load_weights`.
 """
@@ -147,7 +147,7 @@ def manifest() -> dict[str, dict]:
 
 def retrain_command(name: str) -> str:
     """The command that trains and installs the shipped organism ``name`` again."""
-    return f"python -m bottleneck_utils.organisms.train {name} --install"
+    return f"python -m bottleneck_utils.organisms.cli organism {name} --install"
 
 
 def shipped_fix(name: str) -> str:

@@ -557,7 +557,7 @@ def load(
         return EMBEDDED[name_or_path](name_or_path, device, dtype, freq_shift)
     if source == "original":
         return _load_original(Path(name_or_path), family, device, dtype, freq_shift, full, num_heads)
-    if source == "run":  # a training run's folder (python -m bottleneck_utils.organisms.train NAME --out DIR)
+    if source == "run":  # a training run's folder (python -m bottleneck_utils.organisms.cli organism NAME --out DIR)
         return load_organism(Path(name_or_path), name_or_path, device, dtype, freq_shift, check_sha=False)
     return _load_diffusers(name_or_path, device, dtype, freq_shift)
 

@@ -279,7 +279,7 @@ def test_a_truncated_shipped_json_names_the_file_and_how_to_restore_it(shipped, 
         models.load("mnist-dit")
     message = one_line(raised)
     assert str(shipped / name.split("/")[0]) in message and "git checkout" in message
-    assert "python -m bottleneck_utils.organisms.train mnist-dit --install" in message
+    assert "python -m bottleneck_utils.organisms.cli organism mnist-dit --install" in message
     assert snapshot(shipped.parent) == before
 
 

@@ -449,7 +449,7 @@ def test_corrupted_embedded_checkpoint_is_rejected(tmp_path, monkeypatch):
 def test_missing_embedded_weights(tmp_path, monkeypatch):
     root = _copy_embedded(tmp_path, monkeypatch)
     (root / "mnist-dit" / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="bottleneck_utils.organisms.train mnist-dit"):
+    with pytest.raises(FileNotFoundError, match="bottleneck_utils.organisms.cli organism mnist-dit"):
         models.load("mnist-dit")
 
 

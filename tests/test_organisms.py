@@ -53,7 +53,7 @@ def test_classifier_weights_are_checked_against_the_manifest(monkeypatch, manife
 
 def test_missing_classifier_weights_name_the_training_command(monkeypatch, tmp_path):
     monkeypatch.setattr(classifier, "WEIGHTS", tmp_path / "model.safetensors")
-    with pytest.raises(FileNotFoundError, match="train it with: python -m bottleneck_utils.organisms.train mnist-classifier"):
+    with pytest.raises(FileNotFoundError, match="train it with: python -m bottleneck_utils.organisms.cli organism mnist-classifier"):
         classifier.load_classifier()
 
 
