@@ -10,8 +10,8 @@ the condition. P starts at the top-k right singular vectors of silu(c) over ever
 being narrowed: the narrowed model starts as the plain one restricted to the k directions that carry most of
 silu(c)'s energy. With k = D and P = I it IS the plain model.
 
-Recipes (:mod:`bottleneck_utils.organisms.beyond`) add ``"code_width": k``, ``"l1_c": λ`` (the loss gains λ·mean|c|) and
-``"init_from"`` (a shipped organism to warm-start from) to an organism's recipe; :func:`prepare` applies them.
+This module is the architecture alone. The recipes that train it (``code_width``, ``l1_c``, ``init_from`` of
+:class:`bottleneck_utils.organisms.recipes.Recipe`) are applied by :func:`bottleneck_utils.organisms.train.prepare`.
 """
 
 from __future__ import annotations

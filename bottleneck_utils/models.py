@@ -594,8 +594,8 @@ def model_source(name_or_path: str | Path) -> str:
     if name.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"{name} does not exist")
     if name.startswith("ladder/"):
-        raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.organisms.ladder "
-                         f"train {name}")
+        raise ValueError(f"the ladder rung {name!r} is not shipped; train it with: python -m bottleneck_utils.organisms.cli "
+                         f"ladder train {name}")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         return _hub_id(name)
     raise ValueError(

@@ -17,7 +17,7 @@ from bottleneck_utils import adaln_cost, stats
 from bottleneck_utils.chapters import regime, report
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, first_time_summary
 from bottleneck_utils.models import embedded_dir, load
-from bottleneck_utils.organisms import beyond, ladder
+from bottleneck_utils.organisms import recipes
 from tools import book
 
 # Tiny parameters: each notebook runs end to end in seconds on its embedded model (mnist-dit unless named).
@@ -91,14 +91,14 @@ def expected_continuous() -> dict:
 
 def expected_regime() -> dict:
     table = regime.rung_table(regime.shipped_rungs())
-    closest = table[table.index.isin(ladder.WEIGHTS_SHIPPED)].apply(
+    closest = table[table.index.isin(recipes.WEIGHTS_SHIPPED)].apply(
         lambda row: regime.regime_distance(row, regime.paper_bands()), axis=1).idxmin()
     return {"n_rungs": len(table), "closest_npr_c": float(table.loc[closest, "npr_c"]),
             "closest_distance": regime.regime_distance(table.loc[closest], regime.paper_bands())}
 
 
 def expected_beyond() -> dict:
-    return {"variant_steps": beyond.BASE["steps"], "side": load("mnist-dit").image_shape[-1],
+    return {"variant_steps": recipes.VARIANT_BASE.steps, "side": load("mnist-dit").image_shape[-1],
             **{f"{key}_npr": first_time_summary(load(name))["npr_c"]
                for key, name in (("dit", "mnist-dit"), ("unet", "mnist-unet"))}}
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import ast
-import re
 import multiprocessing
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed

@@ -19,7 +19,7 @@ from bottleneck_utils.chapters import pruning, regime, report
 from bottleneck_utils.embeddings import first_time_summary
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
-from bottleneck_utils.organisms import beyond, quality
+from bottleneck_utils.organisms import quality, recipes
 from bottleneck_utils.sampling import balanced_labels, sample
 
 CONTROL = "beyond/full"
@@ -29,8 +29,8 @@ PARAMETERS = {"device": str, "seed": int, "n_samples": int, "num_steps": int, "c
 
 
 def shipped_variants() -> list[str]:
-    """The :data:`beyond.VARIANTS` shipped in the package data, in their registry order."""
-    return [name for name in beyond.VARIANTS if name in integrity.manifest()]
+    """The :data:`recipes.VARIANTS` shipped in the package data, in their registry order."""
+    return [name for name in recipes.VARIANTS if name in integrity.manifest()]
 
 
 def _sample_set(bundle: Bundle, evaluator, labels, num_steps: int, cfg_scale: float, seed: int, mask=None,
@@ -49,18 +49,18 @@ def variant_quality(names: list[str], n_samples: int, num_steps: int, cfg_scale:
                     noise_seeds: list[int], n_boot: int, device: str = "cpu") -> tuple[pd.DataFrame, pd.Series]:
     """FID and accuracy of each variant with its paired change against :data:`CONTROL`, and the control's FID at
     ``seed`` and every noise seed (the noise floor is their max − min)."""
-    unknown = sorted(set(names) - set(beyond.VARIANTS))
+    unknown = sorted(set(names) - set(recipes.VARIANTS))
     if unknown:
-        raise ValueError(f"{unknown} are not beyond variants; choose from {list(beyond.VARIANTS)}")
+        raise ValueError(f"{unknown} are not beyond variants; choose from {list(recipes.VARIANTS)}")
     if CONTROL not in names:
-        raise ValueError(f"the control {CONTROL} is not shipped: train it with python -m bottleneck_utils.organisms.beyond train {CONTROL}")
+        raise ValueError(f"the control {CONTROL} is not shipped: train it with python -m bottleneck_utils.organisms.cli beyond train {CONTROL}")
     bundles = {name: load(name, device=device) for name in names}
     evaluator = quality.evaluator_for(bundles[CONTROL], n_kid=n_samples, seed=seed, device=device)
     labels = balanced_labels(bundles[CONTROL].num_classes, n_samples)
     sets = {name: _sample_set(bundle, evaluator, labels, num_steps, cfg_scale, seed) for name, bundle in bundles.items()}
     table = metrics.bootstrap_table(sets, evaluator.reference, CONTROL, n_boot=n_boot, seed=seed, progress=False)
     rows = [{"variant": name, "code width": adaln_code.code_width(bundles[name].transformer),
-             "L1 λ": beyond.VARIANTS[name].get("l1_c", 0.0),
+             "L1 λ": recipes.VARIANTS[name].l1_c,
              **pruning.change_columns(table, name, "FID"), **pruning.change_columns(table, name, "accuracy")} for name in names]
     floor = {seed: table.loc[(CONTROL, "FID"), "value"]}
     for noise_seed in noise_seeds:
@@ -78,11 +78,11 @@ def variant_statistics(names: list[str]) -> pd.DataFrame:
         raise ValueError(f"{unknown} are not shipped beyond variants; choose from {shipped_variants()} "
                          "(train more with make train-beyond)")
     table = regime.rung_table(names)
-    config = beyond.BASE["transformer"]
+    config = recipes.VARIANT_BASE.transformer
     hidden, depth = config["num_attention_heads"] * config["attention_head_dim"], config["num_layers"]
     tokens = (config["sample_size"] // config["patch_size"]) ** 2
     plain = adaln_code.adaln_macs(hidden, depth)
-    table["adaLN MACs share"] = [adaln_code.adaln_macs(hidden, depth, beyond.VARIANTS[n].get("code_width")) / plain
+    table["adaLN MACs share"] = [adaln_code.adaln_macs(hidden, depth, recipes.VARIANTS[n].code_width) / plain
                                  for n in names]
     table["forward saved"] = adaln_cost.adaln_flop_share(hidden, tokens, depth) * (1 - table["adaLN MACs share"])
     return table

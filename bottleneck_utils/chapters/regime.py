@@ -1,5 +1,5 @@
 """The regime question: which training factor moves c toward the paper's regime (the "When does the bottleneck
-appear?" chapter). Reads the shipped ladder rungs (:mod:`bottleneck_utils.organisms.ladder`); no training happens here.
+appear?" chapter). Reads the shipped ladder rungs (:data:`bottleneck_utils.organisms.recipes.RUNGS`); no training happens here.
 
 The paper's regime is the range its ImageNet DiTs span (Tables 1 and 4): nPR(c) 1.5–10.5%, cos(c) 0.90–0.995,
 cos(y) 0.52–0.85, nPR(y) 36–70%. A statistic's distance to its band is 0 inside the band, else the gap to the
@@ -19,7 +19,8 @@ from bottleneck_utils.chapters import paper, pruning, report
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
-from bottleneck_utils.organisms import ladder
+from bottleneck_utils.organisms import recipes
+from bottleneck_utils.organisms.recipes import Recipe
 
 # axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
 # 1e-4, SiT/REPA's flow objective, DiT's far longer training); the timestep axis goes from the usual 1000 to
@@ -50,14 +51,14 @@ def paper_bands() -> dict[str, tuple[float, float]]:
     return {key: (min(r[column] for r in rows), max(r[column] for r in rows)) for key, column in columns.items()}
 
 
-def describe_recipe(recipe: dict) -> str:
+def describe_recipe(recipe: Recipe) -> str:
     """One line naming a rung's recipe: data, geometry, width, depth, optimiser, objective and length."""
-    net = recipe["transformer"]
+    net = recipe.transformer
     side, patch = net["sample_size"], net["patch_size"]
-    return (f"{recipe['classes']} classes, {recipe['cell']}×{recipe['cell']} digits on a {side}×{side} canvas, patch "
+    return (f"{recipe.classes} classes, {recipe.cell}×{recipe.cell} digits on a {side}×{side} canvas, patch "
             f"{patch} ({(side // patch) ** 2} tokens), width {net['num_attention_heads'] * net['attention_head_dim']}, "
-            f"{net['num_layers']} blocks, AdamW at {recipe['lr']:g}, batch {recipe['batch_size']}, "
-            f"{recipe['objective']} over {recipe['train_timesteps']} timesteps, {recipe['steps']:,} steps")
+            f"{net['num_layers']} blocks, AdamW at {recipe.lr:g}, batch {recipe.batch_size}, "
+            f"{recipe.objective} over {recipe.train_timesteps} timesteps, {recipe.steps:,} steps")
 
 
 def distance_to_band(value: float, band: tuple[float, float]) -> float:
@@ -163,7 +164,7 @@ def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, l
     """:func:`pruning.composite_runs` on a shipped rung (with weights), at the CFG scale its quality record found
     best."""
     quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
-    return pruning.composite_runs(load(name, device=device), ladder.RUNGS[name]["classes"], num_samples, num_steps,
+    return pruning.composite_runs(load(name, device=device), recipes.RUNGS[name].classes, num_samples, num_steps,
                                   quality["best_cfg"], tail_share, last_k, head_k, seed, autocast)
 
 
