@@ -10,9 +10,11 @@ A :class:`Mask` says which coordinates of c to zero. It is built from c at t₀ 
   model (``bundle.condition`` set, e.g. ``ising-dit``) has no label rows: it takes global masks, built from the
   mean c over its condition grid, and its null condition is NaN.
 
-A mask is fixed at t₀ by default. :func:`recomputed` turns a tail mask into one recomputed at every call of the
-conditioning module: in each row it zeroes as many of the smallest |cᵢ| of the c just produced as the t₀ mask
-removes in that row, so it follows the tail wherever the changing t moves it.
+A mask records how it was built (``Mask.built``). It is fixed at t₀ by default. :func:`recomputed` turns a tail
+(by τ or by share) or a top-k head into one recomputed at every call of the conditioning module: in each row it
+zeroes as many of the smallest (a head: largest) |cᵢ| of the c just produced as the t₀ mask removes in that row, so
+it follows the tail (head) wherever the changing t moves it. Other masks (a head by τ, a random control, given
+coordinates) have no rule to recompute them and are refused.
 
 A :class:`Schedule` says at which sampling steps the mask is applied: ``"every"`` step (the paper's tᵢ), the
 ``"first"`` step only (t₀), or the ``"last"`` k steps (the paper never gives k).
@@ -49,6 +51,10 @@ SCHEDULES = ("every", "first", "last")
 NULL_POLICIES = ("mask", "leave")
 DEFAULT_GRANULARITY = "per-sample"
 DEFAULT_NULL_POLICY = "mask"
+BUILT = ("given", "tail", "head", "top-k", "bottom-k", "random")
+"""How a mask was built: given coordinates, tail or head by τ, the k largest or smallest |cᵢ|, a random control."""
+RECOMPUTED_LARGEST = {"tail": False, "bottom-k": False, "top-k": True}
+"""The masks :func:`recomputed` accepts, by ``Mask.built``: True where it zeroes the largest |cᵢ|, else the smallest."""
 
 # ---------------------------------------------------------------------------------------------------
 #                                               Masks
@@ -64,12 +70,15 @@ class Mask:
             (row ``num_classes`` is the CFG null label). True = the coordinate is zeroed.
         name: a short description, e.g. ``"tail τ=0.5"``.
         recompute: False zeroes ``removed`` itself at every call. True (:func:`recomputed`) zeroes, in each row,
-            as many of the smallest |cᵢ| of the c that the call just produced as ``removed`` has in that row.
+            as many of the smallest (a top-k head: largest) |cᵢ| of the c that the call just produced as ``removed``
+            has in that row.
+        built: how the mask was built, one of :data:`BUILT` (``"given"`` for coordinates from elsewhere).
     """
 
     removed: torch.Tensor
     name: str = "mask"
     recompute: bool = False
+    built: str = "given"
 
     def __post_init__(self):
         if not isinstance(self.removed, torch.Tensor) or self.removed.dtype != torch.bool or self.removed.ndim != 2:
@@ -79,6 +88,10 @@ class Mask:
         if not isinstance(self.recompute, bool):
             raise TypeError(f"Mask.recompute must be True or False, got {self.recompute!r}; "
                             "build a recomputed mask with masks.recomputed(mask)")
+        if self.built not in BUILT:
+            raise ValueError(f"Mask.built must be one of {BUILT}, got {self.built!r}")
+        if self.recompute and self.built not in RECOMPUTED_LARGEST:
+            raise ValueError(_not_recomputable(self))
 
     @property
     def hidden_size(self) -> int:
@@ -226,13 +239,13 @@ def _check_tau(tau: float) -> None:
 def tail_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
     """Removes the tail, |cᵢ| < τ, of c at t₀ (t₀ = the first of ``num_steps`` sampling steps)."""
     _check_tau(tau)
-    return Mask(reference_magnitudes(bundle, num_steps, granularity) < tau, f"tail τ={tau:g}")
+    return Mask(reference_magnitudes(bundle, num_steps, granularity) < tau, f"tail τ={tau:g}", built="tail")
 
 
 def head_mask(bundle: Bundle, tau: float, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY) -> Mask:
     """Removes the head, |cᵢ| > τ, of c at t₀."""
     _check_tau(tau)
-    return Mask(reference_magnitudes(bundle, num_steps, granularity) > tau, f"head τ={tau:g}")
+    return Mask(reference_magnitudes(bundle, num_steps, granularity) > tau, f"head τ={tau:g}", built="head")
 
 
 def topk_mask(bundle: Bundle, k: int, *, num_steps: int, granularity: str = DEFAULT_GRANULARITY,
@@ -243,7 +256,8 @@ def topk_mask(bundle: Bundle, k: int, *, num_steps: int, granularity: str = DEFA
     magnitudes = reference_magnitudes(bundle, num_steps, granularity)  # (rows, D)
     order = magnitudes.argsort(dim=-1, descending=largest, stable=True)  # (rows, D)
     removed = torch.zeros_like(magnitudes, dtype=torch.bool).scatter_(1, order[:, :k], True)
-    return Mask(removed, f"{'top' if largest else 'bottom'}-{k}")
+    side = "top" if largest else "bottom"
+    return Mask(removed, f"{side}-{k}", built=f"{side}-k")
 
 
 def threshold_for_fraction(bundle: Bundle, fraction: float, *, num_steps: int,
@@ -270,22 +284,34 @@ def random_mask(like: Mask, seed: int = 0) -> Mask:
     counts = like.removed.sum(-1)  # (rows,)
     scores = torch.rand(like.removed.shape, generator=generator)  # (rows, D)
     ranks = scores.argsort(dim=-1).argsort(dim=-1)  # (rows, D): rank of each coordinate's score
-    return Mask(ranks < counts[:, None], f"random ({like.name})")
+    return Mask(ranks < counts[:, None], f"random ({like.name})", built="random")
 
 
 def recomputed(mask: Mask) -> Mask:
-    """``mask``'s tail recomputed at every call of the conditioning module, from that call's own c.
+    """``mask`` recomputed at every call of the conditioning module, from that call's own c.
 
     In each row (each label's row of a per-sample mask, or the one row of a global mask), the hook of
-    :func:`prune` zeroes as many of the smallest |cᵢ| of the c just produced as ``mask`` removes in that row; the
-    null policy applies as for a fixed mask. At t₀ this is the tail mask built there; at later steps it follows
-    the tail wherever the changing t moves it. ``removed`` keeps the t₀ sets, which give the counts (and the
-    removed share and energy at t₀). It is meant for tail masks: a head mask's count would zero the smallest
-    coordinates, not the head.
+    :func:`prune` zeroes as many of the smallest |cᵢ| of the c just produced as ``mask`` removes in that row (of
+    a top-k head: as many of the largest); the null policy applies as for a fixed mask. At t₀ this is the mask built
+    there; at later steps it follows the tail (head) wherever the changing t moves it. ``removed`` keeps the t₀
+    sets, which give the counts (and the removed share and energy at t₀).
+
+    Raises:
+        TypeError: not a :class:`Mask`.
+        ValueError: a mask with no rule to recompute it: a head by τ, a random control, given coordinates (only a
+            tail, by τ, share or count, and a top-k head are recomputed).
     """
     if not isinstance(mask, Mask):
         raise TypeError(f"recomputed takes a masks.Mask (e.g. from tail_mask), got {type(mask).__name__}")
+    if mask.built not in RECOMPUTED_LARGEST:
+        raise ValueError(_not_recomputable(mask))
     return mask if mask.recompute else dataclasses.replace(mask, name=f"{mask.name} recomputed", recompute=True)
+
+
+def _not_recomputable(mask: Mask) -> str:
+    return (f"the mask {mask.name!r} (built as {mask.built!r}) cannot be recomputed at every step: only a tail "
+            "(tail_mask, by τ or share; topk_mask(largest=False)) or a top-k head (topk_mask) can; sample it fixed "
+            "at t₀ instead")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -385,17 +411,18 @@ def _rows_for_call(bundle: Bundle, mask: Mask, null_policy: str):
     return lambda args, kwargs: table[_call_labels(args, kwargs).long().reshape(-1)]  # (B, D)
 
 
-def _masking_hook(rows_for, active_times: torch.Tensor | None, recompute: bool):
+def _masking_hook(rows_for, active_times: torch.Tensor | None, recompute: bool, largest: bool = False):
     """A forward hook that zeroes ``rows_for(args, kwargs)`` in c at the timesteps in ``active_times`` (None: all).
 
-    With ``recompute``, it zeroes instead, in each row, as many of the smallest |cᵢ| of this call's c as
-    ``rows_for`` gives that row (so a row the null policy leaves alone has none).
+    With ``recompute``, it zeroes instead, in each row, as many of the smallest (``largest``: the largest) |cᵢ| of
+    this call's c as ``rows_for`` gives that row (so a row the null policy leaves alone has none).
     """
 
     def hook(module, args, kwargs, output):
         removed = rows_for(args, kwargs)  # (B, D) or (1, D)
         if recompute:
-            removed = smallest_coordinates(output.detach().abs().float(), removed.sum(-1))  # (B, D)
+            magnitudes = output.detach().abs().float()  # (B, D)
+            removed = smallest_coordinates(-magnitudes if largest else magnitudes, removed.sum(-1))  # (B, D)
         if active_times is not None:
             timestep = _call_timestep(args, kwargs).to(active_times.device, torch.float32).reshape(-1)  # (1|B,)
             removed = removed & torch.isin(timestep, active_times)[:, None]
@@ -441,7 +468,7 @@ def prune(bundle: Bundle, mask: Mask, schedule: Schedule | str = "every", *, tim
     rows_for = _rows_for_call(bundle, mask, null_policy)
     active = _active_times(schedule, timesteps)
     active = None if active is None else active.to(bundle.device)
-    hook = _masking_hook(rows_for, active, mask.recompute)
+    hook = _masking_hook(rows_for, active, mask.recompute, RECOMPUTED_LARGEST.get(mask.built, False))
     handles = [module.register_forward_hook(hook, with_kwargs=True) for module in conditioning_modules(bundle)]
     try:
         yield mask

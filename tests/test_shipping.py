@@ -104,8 +104,8 @@ def mixed_state(run: Path) -> None:
     (lambda run: save(run, steps=7), "trained for 7 steps, not ladder/tiny's 6"),
     (lambda run: save(run, steps=2), "(install(..., allow_short=True))"),
     (lambda run: (mixed_state(run), save(run)), "the folder mixes two runs"),
-    (lambda run: (save(run), (run / "state.pt").write_bytes(b"half")), "state.pt is unreadable"),
-    (lambda run: (save(run), (run / "meta.json").write_text("{")), "meta.json is not a run's meta"),
+    (lambda run: (save(run), (run / "state.pt").write_bytes(b"half")), "state.pt is not a readable PyTorch checkpoint"),
+    (lambda run: (save(run), (run / "meta.json").write_text("{")), "meta.json is not valid JSON"),
 ], ids=["recipe", "seed", "too-long", "smoke", "mixed-state", "bad-state", "bad-meta"])
 def test_install_refuses_a_run_that_is_not_the_registrys(shipped, tmp_path, make, message):
     make(tmp_path / "run")

@@ -10,8 +10,6 @@ model is sampled from the same noise and labels, so a change against the control
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from bottleneck_utils import adaln_code, adaln_cost, integrity, metrics
@@ -108,7 +106,7 @@ def organism_statistics(bundles: dict[str, Bundle]) -> pd.DataFrame:
     rows = {}
     for name, bundle in bundles.items():
         record = CHECKPOINT_DIR / name / "quality.json"
-        per_digit = json.loads(record.read_text())["per_digit"] if record.is_file() else float("nan")
+        per_digit = quality.read_record(record, name)["per_digit"] if record.is_file() else float("nan")
         rows[name] = first_time_summary(bundle) | {"per_digit": per_digit}
     return pd.DataFrame(rows).T
 

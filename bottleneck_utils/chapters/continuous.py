@@ -9,7 +9,7 @@ measured by :func:`measure_text` only when a text model is named.
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from IPython.display import display
 from tqdm.auto import tqdm
 
-from bottleneck_utils import masks, stats, text_conditions
+from bottleneck_utils import integrity, masks, stats, text_conditions
 from bottleneck_utils.chapters import paper, plots, report
 from bottleneck_utils.continuous import SINUSOID_SCALE
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, timestep_sweep
@@ -232,6 +232,26 @@ def measure(bundle: Bundle, parameters: dict, real: data.IsingData | None = None
     return results
 
 
+def read_prompts(path: str) -> list[str]:
+    """The prompts of a text file, one per non-empty line, or one line naming the file and the fix.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file is unreadable (a folder, not UTF-8 text) or holds no prompt.
+    """
+    fix = "pass text_prompts_file, a UTF-8 text file with one prompt per line"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the prompts file {path} is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"the prompts file {path} cannot be read ({type(error).__name__}); {fix}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"the prompts file {path} holds no prompt; {fix}")
+    return prompts
+
+
 def measure_text(text_model: str | None, text_prompts_file: str | None, text_device: str) -> dict | None:
     """Table 5's columns for a text-conditioned SD3 model over the prompts of a file (needs its weights and a GPU).
 
@@ -241,17 +261,17 @@ def measure_text(text_model: str | None, text_prompts_file: str | None, text_dev
         :func:`text_conditions.prompt_summary` of the pooled prompt embeddings, or None when ``text_model`` is None.
 
     Raises:
-        ValueError: a text model without a prompts file.
+        FileNotFoundError: the prompts file is missing.
+        ValueError: a text model without a prompts file, or one that is unreadable or holds no prompt.
     """
     if text_model is None:
         print("text_model is None: SD3 is not measured in this run (it needs the gated weights and a GPU)")
         return None
     if text_prompts_file is None:
         raise ValueError("text_model needs text_prompts_file: a text file with one prompt per line")
+    prompts = read_prompts(text_prompts_file)
     from diffusers import StableDiffusion3Pipeline
 
-    with open(text_prompts_file) as handle:
-        prompts = [line.strip() for line in handle if line.strip()]
     pipe = StableDiffusion3Pipeline.from_pretrained(text_model, text_encoder_3=None, tokenizer_3=None,
                                                     torch_dtype=torch.float16).to(text_device)
 
@@ -284,8 +304,8 @@ def paper_values() -> dict:
             "paper_fid_pruned": paper.TABLE7[paper.TABLE7_PRUNED]["FID"],
             "paper_share": paper.TABLE7_SHARE, "paper_tau_xmdpt": paper.TABLE7_TAU,
             "paper_tau_repa": paper.TABLE2[1]["tau"], "sinusoid_scale": SINUSOID_SCALE,
-            "condition_dropout": json.loads((embedded_dir("ising-dit") / "meta.json").read_text())[
-                "recipe"]["label_dropout"],
+            "condition_dropout": integrity.read_json(embedded_dir("ising-dit") / "meta.json", "the organism's meta",
+                                                     integrity.shipped_fix("ising-dit"))["recipe"]["label_dropout"],
             "spin_up": ising.SPIN_UP, "bar_spearman": bars["organism_spearman"], "bar_dE": bars["organism_dE"]}
 
 

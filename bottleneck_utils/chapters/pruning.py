@@ -15,6 +15,7 @@ Every "Δ [low, high]" on the pages is written by :func:`interval_text`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import matplotlib.pyplot as plt
@@ -73,9 +74,17 @@ def change_text(table: pd.DataFrame, name: str | None, metric: str = "FID", scal
 
 def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
     """Mean of per-sample paired differences ``values`` (n,) and its **percentile** bootstrap interval: the
-    (1 − level)/2 and (1 + level)/2 quantiles of ``n_boot`` means of n differences drawn with replacement."""
+    (1 − level)/2 and (1 + level)/2 quantiles of ``n_boot`` means of n differences drawn with replacement.
+
+    Raises:
+        ValueError: no differences, or some that are NaN or infinite (a score that failed is no measurement).
+    """
+    values = torch.as_tensor(values).double()
+    bad = int((~torch.isfinite(values)).sum())
+    if len(values) == 0 or bad:
+        raise ValueError(f"paired_interval needs finite per-sample differences, got {bad} NaN or infinite of "
+                         f"{len(values)}: score the samples again (an interval of them is not testable)")
     generator = torch.Generator().manual_seed(seed)
-    values = values.double()
     means = values[torch.randint(len(values), (n_boot, len(values)), generator=generator)].mean(-1)  # (n_boot,)
     tail = (1 - level) / 2
     return values.mean().item(), means.quantile(tail).item(), means.quantile(1 - tail).item()
@@ -147,15 +156,15 @@ def chapter_masks(bundle: Bundle, p: dict) -> dict:
     tail_taus = [masks.threshold_for_fraction(bundle, f, num_steps=num_steps, granularity=granularity)
                  for f in p["tail_fractions"]] + p["taus"]
     tail_masks = [masks.tail_mask(bundle, tau, num_steps=num_steps, granularity=granularity) for tau in tail_taus]
-    tail_masks = [masks.Mask(m.removed, f"tail {m.removed_fraction:.0%}") for m in tail_masks]
+    tail_masks = [dataclasses.replace(m, name=f"tail {m.removed_fraction:.0%}") for m in tail_masks]
     for share in p["tail_energy_shares"]:
         tau = masks.threshold_for_energy_share(bundle, share, num_steps=num_steps, granularity=granularity)
-        removed = masks.tail_mask(bundle, tau, num_steps=num_steps, granularity=granularity).removed
-        tail_masks.append(masks.Mask(removed, f"tail {share:.0%} of ‖c‖²"))
+        tail = masks.tail_mask(bundle, tau, num_steps=num_steps, granularity=granularity)
+        tail_masks.append(dataclasses.replace(tail, name=f"tail {share:.0%} of ‖c‖²"))
         tail_taus.append(tau)
     head_counts = sorted({max(1, round(f * D)) for f in p["head_fractions"]})
-    head_masks = [masks.Mask(masks.topk_mask(bundle, count, num_steps=num_steps, granularity=granularity).removed,
-                             f"head top-{count} ({count / D:.1%})") for count in head_counts]
+    head_masks = [dataclasses.replace(masks.topk_mask(bundle, count, num_steps=num_steps, granularity=granularity),
+                                      name=f"head top-{count} ({count / D:.1%})") for count in head_counts]
     return {"magnitudes": magnitudes if granularity == "global" else magnitudes[:-1], "tail_taus": tail_taus,
             "tail_masks": tail_masks, "head_masks": head_masks}
 
@@ -594,47 +603,73 @@ def claims(scores: dict, *, hidden_size: int, k: int, npr_c: float, savings: dic
         embedded: a shipped organism: its FID is not Inception FID, so the noise-floor claim is not comparable.
         n_samples: samples per setting.
     """
-    bars, table, info = paper.BARS, scores["table"], scores["info"]
-    fid = table.xs("FID", level="metric")
-    base_fid, paper_base = fid.loc["baseline", "value"], paper.TABLE2[0]["FID"]
-    labels = label_of(k)
-    seed_std = float(scores["seed_points"]["FID"].std(ddof=1))
-    paper_deltas = [abs(pruned - base) for pruned, base in _paper_pairs()]
+    sweep = _Sweep(scores, k)
+    found = headline(sweep.info, hidden_size, k)
+    sparse, sees_harm = _preconditions(sweep, found["every"], npr_c)
+    return [sparse, sees_harm, *_intact_rows(sweep, found, k, [sparse, sees_harm]), *_growth_rows(sweep, sparse),
+            *_head_rows(sweep, k, sparse), _tail_control_row(sweep, found["every"], sparse),
+            _noise_row(scores, embedded, n_samples), _speed_row(savings)]
 
-    def fid_of(name, column):
-        return None if name is None or name not in fid.index else float(fid.loc[name, column])
 
-    def ratio_text(name):
+class _Sweep:
+    """The FID of a :func:`chapter_scores` sweep as :func:`claims` reads it: by setting, as a ratio to the baseline,
+    and the random control of a setting."""
+
+    def __init__(self, scores: dict, k: int):
+        self.table, self.info, self.labels = scores["table"], scores["info"], label_of(k)
+        self.fid = self.table.xs("FID", level="metric")
+        self.base_fid = self.fid.loc["baseline", "value"]
+
+    def of(self, name: str | None, column: str) -> float | None:
+        """``column`` of setting ``name``'s FID row; None where the setting was not run."""
+        return None if name is None or name not in self.fid.index else float(self.fid.loc[name, column])
+
+    def ratio_text(self, name: str | None) -> str:
+        """'FID ×1.02, Δ +0.10 [-0.20, +0.40]' of setting ``name``; '—' where it was not run."""
         if name is None:
             return "—"
-        return f"FID ×{fid.loc[name, 'value'] / base_fid:.2f}, Δ {change_text(table, name)}"
+        return f"FID ×{self.fid.loc[name, 'value'] / self.base_fid:.2f}, Δ {change_text(self.table, name)}"
 
-    def difference(a, b):
-        return None if a is None or b is None else a - b
+    def control_of(self, name: str | None) -> str | None:
+        """The random control of setting ``name`` at every step, where it was run."""
+        control = f"random ({name.rsplit(', ', 1)[0]}), {self.labels['every']}" if name else None
+        return control if control in self.fid.index else None
 
-    def control_of(name):
-        control = f"random ({name.rsplit(', ', 1)[0]}), {labels['every']}" if name else None
-        return control if control in fid.index else None
 
-    found = headline(info, hidden_size, k)
-    every, control = found["every"], control_of(found["every"])
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _preconditions(sweep: _Sweep, every: str | None, npr_c: float) -> tuple[dict, dict]:
+    """c is sparse; the random control of the headline tail's size fails the intact test (so the test sees harm)."""
+    bars, control = paper.BARS, sweep.control_of(every)
     sparse = report.precondition_row("c is sparse, as in every model of Table 1 (the tail is near zero)",
                                      paper=f"nPR ≤ {bars['sparse_npr']:.2%}", ours=f"{npr_c:.2%}", value=npr_c,
                                      op="<=", bar=bars["sparse_npr"])
     sees_harm = report.precondition_row(
         "the intact test can see harm: the random control of the tail's size fails it", paper="no random control",
-        ours=ratio_text(control), value=fid_of(control, "delta_low"), op=">", bar=0.0)
-    rows = [sparse, sees_harm]
-    for name, schedule_text, paper_row in zip((found["every"], found["first"], found["last"]),
-                                              ("at every step", "only at t₀", f"only in the last {k} steps"),
-                                              paper.TABLE2[1:4]):
-        rows.append(report.claim_row(
-            f"zeroing the tail ({name.split(',')[0] if name else 'not run'}) {schedule_text} leaves quality intact",
-            paper=f"FID ×{paper_row['FID'] / paper_base:.4f} ({paper_row['setting']})",
-            ours=ratio_text(name), value=fid_of(name, "delta_low"), op="<=", bar=0.0, requires=[sparse, sees_harm]))
-    tails_every = info[(info["mask"] == "tail") & (info["schedule"] == labels["every"])].sort_values("removed %")
-    growth = (fid.loc[tails_every.index, "value"] / base_fid).tolist()
-    rows += [
+        ours=sweep.ratio_text(control), value=sweep.of(control, "delta_low"), op=">", bar=0.0)
+    return sparse, sees_harm
+
+
+def _intact_rows(sweep: _Sweep, found: dict, k: int, requires: list[dict]) -> list[dict]:
+    """The headline tail at every step, at t₀ only and in the last k steps leaves quality intact."""
+    paper_base = paper.TABLE2[0]["FID"]
+    return [report.claim_row(
+        f"zeroing the tail ({name.split(',')[0] if name else 'not run'}) {schedule_text} leaves quality intact",
+        paper=f"FID ×{paper_row['FID'] / paper_base:.4f} ({paper_row['setting']})",
+        ours=sweep.ratio_text(name), value=sweep.of(name, "delta_low"), op="<=", bar=0.0, requires=requires)
+        for name, schedule_text, paper_row in zip((found["every"], found["first"], found["last"]),
+                                                  ("at every step", "only at t₀", f"only in the last {k} steps"),
+                                                  paper.TABLE2[1:4])]
+
+
+def _growth_rows(sweep: _Sweep, sparse: dict) -> list[dict]:
+    """Damage grows with the share of the tail removed (at every step), and nearly all of it destroys generation."""
+    bars, paper_base, info = paper.BARS, paper.TABLE2[0]["FID"], sweep.info
+    tails_every = info[(info["mask"] == "tail") & (info["schedule"] == sweep.labels["every"])].sort_values("removed %")
+    growth = (sweep.fid.loc[tails_every.index, "value"] / sweep.base_fid).tolist()
+    return [
         report.claim_row("damage grows with the share of the tail removed",
                          paper="FID " + ", ".join(f"×{paper_ratio:.4g}" for paper_ratio in
                                                   (paper.TABLE2[i]["FID"] / paper_base for i in (1, 4, 5))),
@@ -645,38 +680,58 @@ def claims(scores: dict, *, hidden_size: int, k: int, npr_c: float, savings: dic
                          paper=f"FID ×≥ {bars['destroyed_ratio']:.2f} (Table 2, {paper.TABLE2[5]['removed_pct']}%)",
                          ours=f"×{growth[-1]:.2f} at {tails_every['removed %'].iloc[-1]:.0f}%" if growth else "—",
                          value=growth[-1] if growth else None, op=">=", bar=bars["destroyed_ratio"], requires=sparse)]
-    paper_heads = _paper_heads()
-    for head in _our_heads(info, k):
-        random_head = control_of(head)
+
+
+def _head_rows(sweep: _Sweep, k: int, sparse: dict) -> list[dict]:
+    """Each head at every step destroys generation, and hurts more than as many random coordinates."""
+    bars, paper_base, paper_heads, rows = paper.BARS, paper.TABLE2[0]["FID"], _paper_heads(), []
+    for head in _our_heads(sweep.info, k):
+        random_head = sweep.control_of(head)
         rows += [
             report.claim_row(f"zeroing the {head.split(',')[0]} destroys generation",
                              paper=f"FID ×≥ {bars['destroyed_ratio']:.2f}; the paper: 2 dims ×"
                                    f"{paper_heads[0]['FID'] / paper_base:.2f}, 8 dims ×"
                                    f"{paper_heads[-1]['FID'] / paper_base:.0f}",
-                             ours=ratio_text(head), value=fid_of(head, "value") / base_fid, op=">=",
+                             ours=sweep.ratio_text(head), value=sweep.of(head, "value") / sweep.base_fid, op=">=",
                              bar=bars["destroyed_ratio"], requires=sparse),
             report.claim_row(f"the {head.split(',')[0]} hurts more than as many random coordinates",
-                             paper="implied by §5; no random control", ours=f"random: {ratio_text(random_head)}",
-                             value=difference(fid_of(head, "delta_low"), fid_of(random_head, "delta_high")), op=">",
-                             bar=0.0, requires=sparse)]
-    rows.append(report.claim_row(
+                             paper="implied by §5; no random control", ours=f"random: {sweep.ratio_text(random_head)}",
+                             value=_difference(sweep.of(head, "delta_low"), sweep.of(random_head, "delta_high")),
+                             op=">", bar=0.0, requires=sparse)]
+    return rows
+
+
+def _tail_control_row(sweep: _Sweep, every: str | None, sparse: dict) -> dict:
+    """The headline tail hurts less than its random control."""
+    control = sweep.control_of(every)
+    return report.claim_row(
         "the tail is the harmless part: it hurts less than as many random coordinates",
-        paper="implied by §5; no random control", ours=f"tail {ratio_text(every)}; random {ratio_text(control)}",
-        value=difference(fid_of(control, "delta_low"), fid_of(every, "delta_high")), op=">", bar=0.0,
-        requires=sparse))
-    rows.append(report.claim_row(
+        paper="implied by §5; no random control",
+        ours=f"tail {sweep.ratio_text(every)}; random {sweep.ratio_text(control)}",
+        value=_difference(sweep.of(control, "delta_low"), sweep.of(every, "delta_high")), op=">", bar=0.0,
+        requires=sparse)
+
+
+def _noise_row(scores: dict, embedded: bool, n_samples: int) -> dict:
+    """The paper's τ = 0.01 FID changes against twice the seed-to-seed std of our FID (Inception FID only)."""
+    seed_std = float(scores["seed_points"]["FID"].std(ddof=1))
+    paper_deltas = [abs(pruned - base) for pruned, base in _paper_pairs()]
+    return report.claim_row(
         "the paper's τ = 0.01 FID changes are above the seed-to-seed noise",
         paper=f"|ΔFID| ≤ {max(paper_deltas):.4f} on FID-5K, no seed variance",
         ours=("not comparable: MNIST-FID is another feature net" if embedded
               else f"2 × seed std of FID at n = {n_samples}: {2 * seed_std:.4f}"),
-        value=None if embedded else max(paper_deltas), op=">=", bar=2 * seed_std))
-    rows.append(report.claim_row(
+        value=None if embedded else max(paper_deltas), op=">=", bar=2 * seed_std)
+
+
+def _speed_row(savings: dict) -> dict:
+    """A sparse c makes the adaLN projection faster; negligible where it saves little of a DiT-XL/2 forward."""
+    return report.claim_row(
         "a sparse c makes the model faster (Fig. 42)", paper="shown, no numbers",
         ours=f"projection ×{savings['headline_ratio']:.2f} at {100 * savings['headline_share']:.1f}% removed; "
              f"{100 * savings['saving_headline']:.3f}% of a DiT-XL/2 forward saved",
         value=float(savings["headline_ratio"]), op="<", bar=1.0,
-        negligible=(float(savings["saving_headline"]), "<", bars["negligible_forward_share"])))
-    return rows
+        negligible=(float(savings["saving_headline"]), "<", paper.BARS["negligible_forward_share"]))
 
 
 def npr_of_c(bundle: Bundle, t0: float) -> float:
@@ -782,9 +837,11 @@ def rung_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
     Harmless (each tail schedule among the results): the 95% paired interval of the change in per-digit agreement
     lies above −``HARM_TOLERANCE``.
     Destroyed: per-digit agreement below ``DESTROYED_BELOW`` × the unpruned one. The tail beats its random
-    control when its paired interval lies wholly above the control's.
+    control when its paired interval lies wholly above the control's. Where the unpruned model reads no digit
+    (agreement 0), there is nothing to destroy: that claim's ratio is NaN, so it is not testable, and says why.
     """
     unpruned, head = results.loc["unpruned", "per_digit"], results.loc["head"]
+    nothing = " (the unpruned model reads no digit: nothing to destroy)" if unpruned == 0 else ""
     tail, control = results.loc["tail-every"], results.loc["random-tail"]
 
     def harmless(key: str, schedule: str) -> dict:
@@ -801,8 +858,9 @@ def rung_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
                          ours=f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}",
                          value=float(tail["CI low"] - control["CI high"]), op=">", bar=0.0, requires=requires),
         report.claim_row(f"{head['setting']}: destroys generation", paper=_paper_fid("head", 1.0, "every"),
-                         ours=f"per-digit {unpruned:.3f} → {head['per_digit']:.3f}",
-                         value=float(head["per_digit"] / unpruned), op="<", bar=DESTROYED_BELOW, requires=requires),
+                         ours=f"per-digit {unpruned:.3f} → {head['per_digit']:.3f}{nothing}",
+                         value=float(head["per_digit"] / unpruned) if unpruned else float("nan"), op="<",
+                         bar=DESTROYED_BELOW, requires=requires),
     ]
 
 

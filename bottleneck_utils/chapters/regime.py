@@ -10,16 +10,14 @@ anything less is *flat*.
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import torch
 
 from bottleneck_utils.chapters import paper, pruning, report
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
-from bottleneck_utils.integrity import CHECKPOINT_DIR
+from bottleneck_utils.integrity import CHECKPOINT_DIR, shipped_fix
 from bottleneck_utils.models import Bundle, load
-from bottleneck_utils.organisms import recipes
+from bottleneck_utils.organisms import quality, recipes, train
 from bottleneck_utils.organisms.recipes import Recipe
 
 # axis → its rungs, from the base rung toward the paper's setting (ImageNet's 1000 classes, width 1152, DiT's lr
@@ -77,14 +75,14 @@ def rung_table(rungs: list[str]) -> pd.DataFrame:
     rows = []
     for name in rungs:
         folder = CHECKPOINT_DIR / name
-        last = pd.read_csv(folder / "train_log.csv").iloc[-1]
-        quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else {}
+        last = train.read_log(folder / "train_log.csv", shipped_fix(name)).iloc[-1]
+        record = quality.read_record(folder / "quality.json", name) if (folder / "quality.json").is_file() else {}
         rows.append({"rung": name, "steps": int(last["step"]),
                      **{key: float(last[f"{key}_ema"]) for key in ("cos_c", "cos_y", "npr_c", "npr_y", "t_share",
                                                                    "head_energy", "tail_rel")},
-                     "per_digit": quality.get("per_digit", float("nan")),
-                     "all_digits": quality.get("all_digits", float("nan")),
-                     "meets_bar": quality.get("meets_bar", False)})
+                     "per_digit": record.get("per_digit", float("nan")),
+                     "all_digits": record.get("all_digits", float("nan")),
+                     "meets_bar": record.get("meets_bar", False)})
     return pd.DataFrame(rows).set_index("rung")
 
 
@@ -163,9 +161,9 @@ def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, l
                seed: int = 0, device: str = "cpu", autocast: str | None = None) -> pd.DataFrame:
     """:func:`pruning.composite_runs` on a shipped rung (with weights), at the CFG scale its quality record found
     best."""
-    quality = json.loads((CHECKPOINT_DIR / name / "quality.json").read_text())
+    record = quality.read_record(CHECKPOINT_DIR / name / "quality.json", name)
     return pruning.composite_runs(load(name, device=device), recipes.RUNGS[name].classes, num_samples, num_steps,
-                                  quality["best_cfg"], tail_share, last_k, head_k, seed, autocast)
+                                  record["best_cfg"], tail_share, last_k, head_k, seed, autocast)
 
 
 def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:

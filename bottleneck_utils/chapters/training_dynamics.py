@@ -5,12 +5,12 @@ ships beside an embedded organism (the class-wise cosine and nPR of c = y + t₀
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from bottleneck_utils import integrity
 from bottleneck_utils.chapters import paper, report
 from bottleneck_utils.models import EMBEDDED, embedded_dir
 from bottleneck_utils.organisms import train
@@ -76,8 +76,9 @@ def measure(model: str) -> dict:
     path = log_path(model)
     if path is None or not path.is_file():
         return {"has_log": False, "log_path": path}
-    meta = json.loads((path.parent / "meta.json").read_text())
-    return {"has_log": True, "log_path": path, "meta": meta, **summarise(pd.read_csv(path))}
+    fix = integrity.shipped_fix(model)
+    meta = integrity.read_json(path.parent / "meta.json", "the organism's meta", fix)
+    return {"has_log": True, "log_path": path, "meta": meta, **summarise(train.read_log(path, fix))}
 
 
 def training_figure(results: dict, model: str):

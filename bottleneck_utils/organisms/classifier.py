@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -65,7 +64,8 @@ def load_classifier(device: str | torch.device = "cpu") -> MnistClassifier:
     """The shipped classifier, sha256-checked against the manifest."""
     integrity.verified("mnist-classifier", WEIGHTS)
     model = MnistClassifier()
-    model.load_state_dict(load_file(WEIGHTS))
+    fix = integrity.shipped_fix("mnist-classifier")
+    integrity.load_weights(model, integrity.read_safetensors(WEIGHTS, fix), WEIGHTS, fix)
     return model.to(device).eval()
 
 

@@ -27,7 +27,6 @@ rungs in ``recipes.WEIGHTS_SHIPPED`` and every variant ship full weights for the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import signal
 import sys
@@ -125,7 +124,7 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
 def shipped_quality(name: str) -> dict | None:
     """The quality record of a recipe installed in the package data, or None when it is not shipped."""
     path = train.CHECKPOINT_DIR / name / "quality.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return quality.read_record(path, name) if path.is_file() else None
 
 
 def recipe_status(name: str, recipe: dict, describe) -> str:
@@ -135,9 +134,10 @@ def recipe_status(name: str, recipe: dict, describe) -> str:
     if quality is not None:
         return f"shipped   {describe(name, quality)}"
     log = Path("runs") / name / "train_log.csv"
-    steps = [row["step"] for row in csv.DictReader(log.open())] if log.is_file() else []
-    if steps:
-        return f"training  {name}: logged to step {int(steps[-1]):,} of {recipe.steps:,} in {log.parent}"
+    if log.is_file():
+        fix = f"train {name} again to rewrite it (it resumes from its state.pt), or delete {log.parent}"
+        step = int(train.read_log(log, fix)["step"].iloc[-1])
+        return f"training  {name}: logged to step {step:,} of {recipe.steps:,} in {log.parent}"
     return f"pending   {name}: not started ({recipe.steps:,} steps)"
 
 
@@ -256,7 +256,7 @@ REGISTRIES = {"ladder": (recipes.RUNGS, finish_rung, describe_rung),
 def cli(argv: list[str] | None = None) -> None:
     """``organism NAME ...``, ``ladder ...`` or ``beyond ...`` (see the module docstring).
 
-    A refused or failed run (:class:`train.RunError`) or a missing file exits with its one-line message; a SIGTERM
+    A refused or failed run (:class:`train.RunError`), a damaged or missing file exits with its one-line message; a SIGTERM
     exits through ``finally`` blocks, so no temporary file is left behind.
     """
     argv = sys.argv[1:] if argv is None else argv
@@ -268,7 +268,7 @@ def cli(argv: list[str] | None = None) -> None:
                 return organism_main(argv[1:])
             registry, finish, describe = REGISTRIES[argv[0]]
             registry_main(argv[1:], __doc__, registry, lambda name: train.organism(name)[1], finish, describe)
-    except (train.RunError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a refused run (train.RunError) or a damaged file
         sys.exit(f"{COMMAND} {argv[0]}: error: {error}")
 
 

@@ -11,13 +11,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bottleneck_utils import sampling
+from bottleneck_utils import integrity, sampling
 from bottleneck_utils.metrics import Evaluator, Reference, inception_evaluator
 from bottleneck_utils.models import Bundle
-from bottleneck_utils.organisms import classifier, composite, data
+from bottleneck_utils.organisms import classifier, composite, data, recipes
 
 CFG_SCALES = (1.0, 2.0, 4.0)
 BAR = 0.9  # share of requested digits read as requested, at the best CFG scale
+
+
+def read_record(path: Path, name: str) -> dict:
+    """The quality record ``path`` (a ``quality.json``) of the organism, rung or variant ``name``, or one line
+    naming the file and how to restore or measure it again (:func:`integrity.read_json`).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file is truncated or damaged.
+    """
+    return integrity.read_json(path, "the quality record", _record_fix(name))
+
+
+def _record_fix(name: str) -> str:
+    """Restore the record, or measure it again: a rung or variant by its registry, an organism by its training."""
+    registry = "ladder" if name in recipes.RUNGS else "beyond" if name in recipes.VARIANTS else None
+    if registry is None:
+        return integrity.shipped_fix(name)
+    return ("restore it with git checkout (or re-clone the repository), or measure it again with: python -m "
+            f"bottleneck_utils.organisms.cli {registry} train {name}")
 
 
 def by_cfg(bundle: Bundle, labels: torch.Tensor, score, num_steps: int, cfg_scales=None, seed: int = 0) -> dict:

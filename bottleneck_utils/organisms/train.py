@@ -25,20 +25,21 @@ from __future__ import annotations
 import copy
 import csv
 import fcntl
+import io
 import json
 import math
 import os
-import pickle
 import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -167,7 +168,8 @@ def warm_start(model: DiTTransformer2DModel, name: str) -> None:
     """Loads the shipped organism ``name``'s weights (sha256-checked) into a model of the same configuration."""
     path = embedded_dir(name) / "model.safetensors"
     integrity.verified(name, path)
-    model.load_state_dict(load_file(path))
+    fix = integrity.shipped_fix(name)
+    integrity.load_weights(model, integrity.read_safetensors(path, fix), path, fix)
 
 
 def prepare(model: DiTTransformer2DModel, recipe: Recipe, time: TimeConvention) -> DiTTransformer2DModel:
@@ -286,6 +288,49 @@ def write_log(path: Path, rows: list[dict]) -> None:
     write_atomically(path, write)
 
 
+def read_log(path: Path, fix: str) -> pd.DataFrame:
+    """A run's ``train_log.csv`` as :func:`write_log` wrote it (one row per logged step, every field a number), or
+    one line naming the file, what is wrong and ``fix``.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file is unreadable, ends inside a line (truncated), has no logged step, or a row whose
+            fields are not as many numbers as the header names.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the training log {path} is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"the training log {path} cannot be read ({type(error).__name__}); {fix}") from None
+    problem = _log_problem(text)
+    if problem:
+        raise ValueError(f"the training log {path} {problem}: it is truncated or damaged; {fix}")
+    return pd.read_csv(io.StringIO(text))
+
+
+def _log_problem(text: str) -> str | None:
+    """What is wrong with the text of a training log, or None."""
+    if not text.endswith("\n"):
+        return "ends inside a line"
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "step" not in header:
+        return "has no step column or no logged step"
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header) or not all(_is_number(field) for field in row):
+            return f"has {row!r} on line {line}, not {len(header)} numbers"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------
 #                                       Resumable training loop
 # ---------------------------------------------------------------------------------------------------
@@ -303,8 +348,20 @@ def _without_steps(recipe: Recipe) -> dict:
     return {k: v for k, v in recipe.as_dict().items() if k != "steps"}
 
 
+def _read_state(path: Path, fix: str, map_location="cpu") -> dict:
+    """A run's ``state.pt`` (:func:`integrity.read_checkpoint`), or a RunError in one line naming it and ``fix``."""
+    try:
+        return integrity.read_checkpoint(path, fix, map_location=map_location)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    except (KeyError, IndexError, TypeError, UnicodeDecodeError):  # torch's weights-only unpickler on some cut files
+        raise RunError(f"{path} is not a readable PyTorch checkpoint: it is truncated or another format; {fix}") \
+            from None
+
+
 def _resume(path: Path, recipe: Recipe, seed: int, steps: int, model, ema, optimizer, generator):
-    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    state = _read_state(path, "delete it to start the run over (or pass a new --out folder)",
+                        next(model.parameters()).device)
     same = _without_steps(Recipe.from_dict(state["recipe"], str(path))) == _without_steps(recipe)
     if not same or state["seed"] != seed:
         raise RunError(f"{path} holds a run of another recipe or seed; pass a new --out folder (or delete it)")
@@ -414,13 +471,16 @@ def saved_run(out_dir: Path) -> tuple[Recipe, dict]:
     path = out_dir / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{out_dir} has no meta.json: finish the run before installing it")
+    fix = f"delete {out_dir} and train the run again"
     try:
-        meta = json.loads(path.read_text())
+        meta = integrity.read_json(path, "the run's meta", fix)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    try:
         values = meta["recipe"] | {"class_names": meta["class_names"], "condition": meta["condition"]}
         return Recipe.from_dict(values, str(path)), meta
     except (ValueError, KeyError, TypeError) as error:
-        raise RunError(f"{path} is not a run's meta ({type(error).__name__}: {error}): delete {out_dir} and train "
-                       "the run again") from None
+        raise RunError(f"{path} is not a run's meta ({type(error).__name__}: {error}): {fix}") from None
 
 
 def _differences(saved: dict, expected: dict) -> str:
@@ -434,10 +494,10 @@ def _check_state(out_dir: Path, expected: Recipe, steps: int, retrain: str) -> N
     path = out_dir / "state.pt"
     if not path.is_file():
         return
+    state = _read_state(path, retrain)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         recipe = Recipe.from_dict(state["recipe"], str(path)).as_dict()
-    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:  # truncated
+    except (KeyError, TypeError, ValueError) as error:  # not a state that train_dit saved
         raise RunError(f"{path} is unreadable ({type(error).__name__}): {retrain}") from None
     if recipe != expected.as_dict() or state["seed"] != SEED or state["step"] < steps:
         raise RunError(f"{path} (recipe, seed {state['seed']}, step {state['step']}) is not the run meta.json describes "
@@ -477,9 +537,10 @@ def _manifest_text(name: str, sha256: str) -> str:
     """The manifest with ``name``'s sha256 recorded (the others' kept), as the text of ``manifest.json``."""
     path = CHECKPOINT_DIR / "manifest.json"
     try:
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        raise RunError(f"{path} is not valid JSON: restore it (git checkout {path}) or re-clone") from None
+        manifest = integrity.read_json(path, "the checkpoint manifest", integrity.RESTORE_MANIFEST) \
+            if path.is_file() else {}
+    except ValueError as error:
+        raise RunError(str(error)) from None
     manifest[name] = {"sha256": sha256}
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
