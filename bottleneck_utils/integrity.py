@@ -104,7 +104,8 @@ def read_checkpoint(path: str | Path, fix: str, map_location="cpu", allowed: tup
     try:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError,
+            KeyError, IndexError, TypeError, UnicodeDecodeError) as error:  # the last four: the unpickler on cut files
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found:  # the guard refused a pickled object: nothing of it ran
             raise ValueError(f"{path} holds a pickled {found.group(1)}, which is not loaded (only tensors and plain "

@@ -375,3 +375,14 @@ def test_a_damaged_npz_names_the_file(tmp_path, damage):
     with pytest.raises(ValueError, match=r"samples.npz is not a readable \.npz .*truncated.*sample it again") as e:
         image_io.load_npz(path)
     one_line(e)
+
+
+def test_a_state_without_a_trainers_keys_is_refused_in_one_line(tmp_path):
+    """A readable ``state.pt`` that another program wrote (no optimizer, no rows...) is not resumed."""
+    from bottleneck_utils.organisms import train
+
+    path = tmp_path / "state.pt"
+    torch.save({"step": 3, "model": {}}, path)
+    with pytest.raises(train.RunError, match=r"lacks \['ema', 'generator', 'loss', 'optimizer', 'recipe'") as error:
+        train._read_state(path, "delete it")
+    assert "\n" not in str(error.value)

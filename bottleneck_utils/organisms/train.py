@@ -348,15 +348,19 @@ def _without_steps(recipe: Recipe) -> dict:
     return {k: v for k, v in recipe.as_dict().items() if k != "steps"}
 
 
+STATE_KEYS = {"step", "recipe", "seed", "model", "ema", "optimizer", "generator", "rows", "loss"}
+
+
 def _read_state(path: Path, fix: str, map_location="cpu") -> dict:
     """A run's ``state.pt`` (:func:`integrity.read_checkpoint`), or a RunError in one line naming it and ``fix``."""
     try:
-        return integrity.read_checkpoint(path, fix, map_location=map_location)
+        state = integrity.read_checkpoint(path, fix, map_location=map_location)
     except ValueError as error:
         raise RunError(str(error)) from None
-    except (KeyError, IndexError, TypeError, UnicodeDecodeError):  # torch's weights-only unpickler on some cut files
-        raise RunError(f"{path} is not a readable PyTorch checkpoint: it is truncated or another format; {fix}") \
-            from None
+    missing = sorted(STATE_KEYS - set(state)) if isinstance(state, dict) else sorted(STATE_KEYS)
+    if missing:
+        raise RunError(f"{path} lacks {missing}: it is not a training state this trainer wrote; {fix}")
+    return state
 
 
 def _resume(path: Path, recipe: Recipe, seed: int, steps: int, model, ema, optimizer, generator):
