@@ -100,7 +100,7 @@ def mixed_state(run: Path) -> None:
 
 @pytest.mark.parametrize("make, message", [
     (lambda run: save(run, replace(TINY, lr=1e-4)), "another recipe than ladder/tiny's (lr 0.0001 ≠ 0.001)"),
-    (lambda run: save(run, seed=1), "seed 1, not the shipped seed 0"),
+    (lambda run: save(run, seed=1), "seed 1, not ladder/tiny's seed 0"),
     (lambda run: save(run, steps=7), "trained for 7 steps, not ladder/tiny's 6"),
     (lambda run: save(run, steps=2), "(install(..., allow_short=True))"),
     (lambda run: (mixed_state(run), save(run)), "the folder mixes two runs"),
@@ -119,8 +119,8 @@ def test_install_refuses_a_run_that_is_not_the_registrys(shipped, tmp_path, make
 @pytest.mark.parametrize("argv, message", [
     (["mnist-dit", "--steps", "10", "--install"], "is a smoke run: drop --install, or ship it anyway with --install-short"),
     (["mnist-dit", "--steps", "4001", "--install"], "--steps 4,001 is more than the recipe's 4,000"),
-    (["mnist-dit", "--seed", "1", "--install"], "only seed 0 is shipped, got --seed 1"),
-    (["mnist-classifier", "--seed", "1", "--install"], "only seed 0 is shipped, got --seed 1"),
+    (["mnist-dit", "--seed", "1", "--install"], "ships with seed 0, got --seed 1"),
+    (["mnist-classifier", "--seed", "1", "--install"], "ships with seed 0, got --seed 1"),
     (["mnist-classifier", "--steps", "5"], "mnist-classifier trains for a fixed number of epochs: drop --steps"),
 ])
 def test_organism_refuses_an_install_that_could_not_ship_before_training(tmp_path, monkeypatch, capsys, argv, message):
@@ -360,3 +360,11 @@ def test_writes_past_the_file_size_limit_leave_no_partial_file(tmp_path):
         pytest.skip(outcome["skip"])
     assert sorted(outcome["failed"]) == ["npz", "png", "state.pt"]
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_a_regime_replicate_ships_with_its_own_seed():
+    """The regime recipe's replicates share one recipe and differ in their seed, which the shipping check reads."""
+    names = sorted(recipes.REGIME)
+    assert len(names) >= 3 and all(recipes.recipe_of(name) == recipes.REGIME_RECIPE for name in names)
+    assert sorted(recipes.seed_of(n) for n in names) == list(range(len(names)))
+    assert recipes.seed_of("ladder/c10") == 0

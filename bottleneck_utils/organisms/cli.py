@@ -12,6 +12,8 @@
     python -m bottleneck_utils.organisms.cli ladder finish [RUNG ...]   # measure and ship rungs whose training ended
     python -m bottleneck_utils.organisms.cli ladder status [RUNG ...]   # shipped, training (last logged step) or pending
     python -m bottleneck_utils.organisms.cli beyond train|finish|status [VARIANT ...]   # the same for the variants
+    python -m bottleneck_utils.organisms.cli regime train|finish|status [NAME ...]      # the in-regime recipe's seed
+                                                                      # replicates (recipes.REGIME), each its own seed
 
 ``organism NAME`` trains into ``--out`` (default ``runs/NAME``), resuming from its ``state.pt``, and ``--install``
 replaces the shipped checkpoint only after training has ended. Only a run of the registry's recipe, seed 0 and all
@@ -116,8 +118,9 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
     for name in names:
         recipe, out_dir = registry[name], Path("runs") / name
         if args.command == "train":
-            ema = train.train_dit(recipe, source_of(name), recipe.steps, train.SEED, out_dir, device=args.device)
-            train.save_run(out_dir, ema, recipe, recipe.steps, train.SEED)
+            seed = recipes.seed_of(name)
+            ema = train.train_dit(recipe, source_of(name), recipe.steps, seed, out_dir, device=args.device)
+            train.save_run(out_dir, ema, recipe, recipe.steps, seed)
         print(f"{describe(name, finish(name, args.device, args.install_short))}; installed")
 
 
@@ -155,7 +158,7 @@ def organism_parser() -> argparse.ArgumentParser:
                                      "beyond variant")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/NAME); resumes from it")
     parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=train.SEED)
+    parser.add_argument("--seed", type=int, default=None, help="default: the name's (0, or a regime replicate's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--install", action="store_true", help="replace the shipped checkpoint when training ends")
     parser.add_argument("--install-short", action="store_true",
@@ -165,9 +168,10 @@ def organism_parser() -> argparse.ArgumentParser:
 
 def refuse_install(parser: argparse.ArgumentParser, args: argparse.Namespace, steps: int, recipe_steps: int) -> None:
     """Exits in one line, before any training, when ``--install`` could not ship the run asked for: another seed
-    than :data:`train.SEED`, more steps than the recipe's, or fewer without ``--install-short``."""
-    if args.seed != train.SEED:
-        parser.error(f"only seed {train.SEED} is shipped, got --seed {args.seed}: drop --seed or --install")
+    than the name's (:func:`recipes.seed_of`), more steps than the recipe's, or fewer without ``--install-short``."""
+    if args.seed != recipes.seed_of(args.name):
+        parser.error(f"{args.name} ships with seed {recipes.seed_of(args.name)}, got --seed {args.seed}: drop --seed "
+                     "or --install")
     if steps > recipe_steps:
         parser.error(f"--steps {steps:,} is more than the recipe's {recipe_steps:,}: drop --steps or --install")
     if steps < recipe_steps and not args.install_short:
@@ -199,6 +203,7 @@ def organism_main(argv: list[str] | None = None) -> None:
     organism's training; an install that could not ship is refused before training (:func:`refuse_install`)."""
     parser = organism_parser()
     args = parser.parse_args(argv)
+    args.seed = recipes.seed_of(args.name) if args.seed is None else args.seed
     out_dir = args.out or Path("runs") / args.name
     if args.name == "mnist-classifier":
         return classifier_main(parser, args, out_dir)
@@ -224,12 +229,13 @@ def organism_main(argv: list[str] | None = None) -> None:
 
 
 def finish_rung(name: str, device: str = "cpu", allow_short: bool = False) -> dict:
-    """Measures a finished ladder rung's quality on ``device`` into ``quality.json`` and installs it
-    (:func:`finish_run`; ``allow_short`` ships a smoke run)."""
-    classes = recipes.RUNGS[name].classes
+    """Measures a finished ladder rung's (or regime replicate's) quality on ``device`` into ``quality.json`` and
+    installs it (:func:`finish_run`; ``allow_short`` ships a smoke run). Regime replicates ship their weights."""
+    recipe = recipes.recipe_of(name)
+    registry = "regime" if name in recipes.REGIME else "ladder"
     return finish_run(name, lambda bundle: quality.composite_quality(
-        bundle, classes, recipes.QUALITY_SAMPLES[classes], recipes.QUALITY_STEPS),
-        name in recipes.WEIGHTS_SHIPPED, f"{COMMAND} ladder", device, allow_short)
+        bundle, recipe.classes, recipes.QUALITY_SAMPLES[recipe.classes], recipes.QUALITY_STEPS),
+        name in recipes.WEIGHTS_SHIPPED or name in recipes.REGIME, f"{COMMAND} {registry}", device, allow_short)
 
 
 def finish_variant(name: str, device: str = "cpu", allow_short: bool = False) -> dict:
@@ -250,6 +256,7 @@ def describe_variant(name: str, record: dict) -> str:
 
 
 REGISTRIES = {"ladder": (recipes.RUNGS, finish_rung, describe_rung),
+              "regime": (recipes.REGIME, finish_rung, describe_rung),
               "beyond": (recipes.VARIANTS, finish_variant, describe_variant)}
 
 
@@ -261,7 +268,8 @@ def cli(argv: list[str] | None = None) -> None:
     """
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("organism", *REGISTRIES):
-        sys.exit(f"usage: {COMMAND} organism NAME [...] | ladder|beyond train|finish|status [NAME ...]\n\n{__doc__}")
+        sys.exit(f"usage: {COMMAND} organism NAME [...] | ladder|regime|beyond train|finish|status [NAME ...]\n\n"
+                 f"{__doc__}")
     try:
         with terminate_as_exit():
             if argv[0] == "organism":

@@ -54,9 +54,6 @@ from bottleneck_utils.organisms.recipes import Recipe
 from bottleneck_utils.unet import ConditionedUNet, build_unet
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-SEED = 0  # the seed of every shipped run
-
-
 class RunError(ValueError):
     """A run that cannot be resumed, checked or shipped; the message is one line that names the fix."""
 
@@ -492,7 +489,7 @@ def _differences(saved: dict, expected: dict) -> str:
     return ", ".join(f"{key} {saved[key]!r} ≠ {expected[key]!r}" for key in expected if saved[key] != expected[key])
 
 
-def _check_state(out_dir: Path, expected: Recipe, steps: int, retrain: str) -> None:
+def _check_state(out_dir: Path, expected: Recipe, seed: int, steps: int, retrain: str) -> None:
     """Raises RunError when ``out_dir/state.pt`` (if kept) holds another recipe or seed, or fewer steps than
     ``meta.json``: the folder then mixes two runs."""
     path = out_dir / "state.pt"
@@ -503,7 +500,7 @@ def _check_state(out_dir: Path, expected: Recipe, steps: int, retrain: str) -> N
         recipe = Recipe.from_dict(state["recipe"], str(path)).as_dict()
     except (KeyError, TypeError, ValueError) as error:  # not a state that train_dit saved
         raise RunError(f"{path} is unreadable ({type(error).__name__}): {retrain}") from None
-    if recipe != expected.as_dict() or state["seed"] != SEED or state["step"] < steps:
+    if recipe != expected.as_dict() or state["seed"] != seed or state["step"] < steps:
         raise RunError(f"{path} (recipe, seed {state['seed']}, step {state['step']}) is not the run meta.json describes "
                        f"(the folder mixes two runs): {retrain}")
 
@@ -512,7 +509,7 @@ def check_run(out_dir: Path, name: str, allow_short: bool = False) -> None:
     """Checks that ``out_dir`` holds a run that may ship as ``name``, before anything is shipped.
 
     Its ``meta.json`` (and ``state.pt``, when kept) must hold the registry's recipe of ``name``
-    (:func:`shipped_recipe`), the seed :data:`SEED` and all the recipe's steps; fewer steps (a smoke run) only with
+    (:func:`shipped_recipe`), its seed (:func:`recipes.seed_of`) and all the recipe's steps; fewer steps (a smoke run) only with
     ``allow_short``.
 
     Raises:
@@ -524,13 +521,14 @@ def check_run(out_dir: Path, name: str, allow_short: bool = False) -> None:
     if saved.as_dict() != expected.as_dict():
         raise RunError(f"{out_dir} holds a run of another recipe than {name}'s "
                        f"({_differences(saved.as_dict(), expected.as_dict())}): {retrain}")
-    if meta.get("seed") != SEED:
-        raise RunError(f"{out_dir} was trained with seed {meta.get('seed')!r}, not the shipped seed {SEED}: {retrain} "
-                       f"with --seed {SEED}")
+    seed = recipes.seed_of(name)
+    if meta.get("seed") != seed:
+        raise RunError(f"{out_dir} was trained with seed {meta.get('seed')!r}, not {name}'s seed {seed}: {retrain} "
+                       f"with --seed {seed}")
     steps = meta.get("steps")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= expected.steps:
         raise RunError(f"{out_dir} was trained for {steps!r} steps, not {name}'s {expected.steps:,}: {retrain}")
-    _check_state(out_dir, expected, steps, retrain)
+    _check_state(out_dir, expected, seed, steps, retrain)
     if steps < expected.steps and not allow_short:
         raise RunError(f"{out_dir} was trained for {steps:,} of {name}'s {expected.steps:,} steps (a smoke run?): "
                        f"train it to the end (the same command resumes it), or ship it anyway with --install-short "
