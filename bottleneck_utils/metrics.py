@@ -3,7 +3,10 @@ accuracy, an Inception-Score-style score, and k-NN precision/recall; and the eva
 into those features (the extractors themselves are in :mod:`bottleneck_utils.features`).
 
 FID is ``cleanfid.fid.frechet_distance`` (what ``fid_from_feats`` computes, with the reference statistics cached)
-and KID is ``cleanfid.fid.kernel_distance``; neither is re-implemented here. Precision/recall follow Kynkäänniemi
+and KID is ``cleanfid.fid.kernel_distance``. The bootstrap, which repeats FID against one reference, uses
+:func:`frechet_distance_eig` instead: the same distance from eigenvalues, the reference covariance's square root
+computed once (equal to clean-fid's to ~1e-9 relative; several times faster at 2048 dims,
+``benchmarks/bench_fid.py``). Precision/recall follow Kynkäänniemi
 et al. (2019): a sample is "in" a set's manifold if it lies within the distance of some member to that member's
 k-th nearest neighbour.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,14 @@ class Reference:
     sigma: np.ndarray
     features: np.ndarray | None = None
     source: str = ""
+    _sqrt_sigma: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def sqrt_sigma(self) -> np.ndarray:
+        """√sigma, symmetric, computed on first use and kept (:func:`frechet_distance_eig` reuses it)."""
+        if self._sqrt_sigma is None:
+            self._sqrt_sigma = symmetric_sqrt(self.sigma)
+        return self._sqrt_sigma
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: str = "", kid_features: np.ndarray | None = None):
@@ -118,28 +129,31 @@ def check_reference(path: str | Path) -> ReferenceFile:
 
 
 def load_reference(path: str | Path | ReferenceFile, extractor: torch.nn.Module | None = None, device="cpu",
-                   batch_size: int = 50) -> Reference:
+                   batch_size: int = 50, fid_mode: str = "clean") -> Reference:
     """Inception reference statistics from a user file; every bad input raises before any feature is computed.
 
     Accepts:
-        * a folder of images (e.g. ImageNet validation images): clean-mode features of all of them;
-        * an ``.npz`` with ``arr_0`` images (N, H, W, 3) uint8, the ADM/DiT reference-batch layout: clean-mode
-          features of those images (ADM's own ``mu``/``sigma`` in that file come from a different Inception
-          pipeline, so they are not used);
-        * an ``.npz`` with ``mu`` (2048,) and ``sigma`` (2048, 2048) computed in clean-fid's clean mode (e.g. by
+        * a folder of images (e.g. ImageNet validation images): features of all of them in ``fid_mode``;
+        * an ``.npz`` with ``arr_0`` images (N, H, W, 3) uint8, the ADM/DiT reference-batch layout: features of
+          those images in ``fid_mode`` (ADM's own ``mu``/``sigma`` in that file come from TensorFlow's Inception
+          graph, so they are not used);
+        * an ``.npz`` with ``mu`` (2048,) and ``sigma`` (2048, 2048) computed in the same ``fid_mode`` (e.g. by
           :func:`save_reference`): FID only; KID and precision/recall need images;
         * a :class:`ReferenceFile` that :func:`check_reference` returned.
+
+    ``fid_mode`` is ``"clean"`` or ``"legacy_tensorflow"`` (:data:`features.FID_MODES`).
     """
+    extractors.check_fid_mode(fid_mode)
     source = path if isinstance(path, ReferenceFile) else check_reference(path)
     if source.mu is not None:
         return Reference(np.asarray(source.mu, np.float64), np.asarray(source.sigma, np.float64), None,
                          f"{source.path} (mu/sigma)")
     if source.images is not None:
         images = torch.from_numpy(source.images).permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W) in [0, 1]
-        features = extractors.inception_features(images, extractor, device, batch_size)
-        return Reference.from_features(features, f"{source.path} ({len(images)} images, clean-mode Inception)")
-    features = extractors.folder_features(source.path, extractor, device, batch_size)
-    return Reference.from_features(features, f"{source.path} ({len(features)} images, clean-mode Inception)")
+        features = extractors.inception_features(images, extractor, device, batch_size, mode=fid_mode)
+        return Reference.from_features(features, f"{source.path} ({len(images)} images, {fid_mode}-mode Inception)")
+    features = extractors.folder_features(source.path, extractor, device, batch_size, mode=fid_mode)
+    return Reference.from_features(features, f"{source.path} ({len(features)} images, {fid_mode}-mode Inception)")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -203,6 +217,34 @@ def fid_to_reference(features: np.ndarray, reference: Reference) -> float:
     features = _check_feature_matrix(features, "generated features", len(reference.mu))
     mu, sigma = features.mean(0), np.cov(features, rowvar=False)
     return float(cleanfid_fid.frechet_distance(mu, sigma, reference.mu, reference.sigma))
+
+
+def symmetric_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance (f, f), from its eigendecomposition (negative rounding → 0)."""
+    eigenvalues, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ vectors.T
+
+
+def frechet_distance_eig(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                         sqrt_sigma2: np.ndarray | None = None) -> float:
+    """The Fréchet distance ‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr √(Σ1 Σ2), its last term from eigenvalues.
+
+    Σ1 Σ2 and √Σ2 Σ1 √Σ2 have the same eigenvalues, and the second is symmetric positive semi-definite, so
+    tr √(Σ1 Σ2) = Σᵢ √λᵢ(√Σ2 Σ1 √Σ2): two matrix products and a symmetric eigensolve instead of ``sqrtm``. Pass
+    ``sqrt_sigma2`` (:func:`symmetric_sqrt`) to reuse it across many Σ1 against one reference.
+    """
+    sqrt_sigma2 = symmetric_sqrt(sigma2) if sqrt_sigma2 is None else sqrt_sigma2
+    inner = sqrt_sigma2 @ sigma1 @ sqrt_sigma2
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)  # symmetrised against rounding
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
+def fid_to_reference_eig(features: np.ndarray, reference: Reference) -> float:
+    """:func:`fid_to_reference` by :func:`frechet_distance_eig`, with the reference's cached square root."""
+    features = _check_feature_matrix(features, "generated features", len(reference.mu))
+    mu, sigma = features.mean(0), np.cov(features, rowvar=False)
+    return frechet_distance_eig(mu, sigma, reference.mu, reference.sigma, reference.sqrt_sigma)
 
 
 def kid(features: np.ndarray, reference_features: np.ndarray, seed: int = 0, num_subsets: int = 100,
@@ -343,16 +385,16 @@ class SampleSet:
 
 
 def metric_values(samples: SampleSet, reference: Reference, indices: np.ndarray | None = None, kid_seed: int = 0,
-                  kid_subsets: int = 100) -> dict[str, float]:
+                  kid_subsets: int = 100, eig_fid: bool = False) -> dict[str, float]:
     """Every metric that the inputs allow, on the samples at ``indices`` (default: all).
 
-    FID always; KID when the reference keeps features; accuracy and the IS-style score when the samples have
-    classifier probabilities; precision and recall when they have manifolds. ``kid_seed`` and ``kid_subsets``
-    set KID's random subsets.
+    FID always (clean-fid's ``sqrtm``, or :func:`fid_to_reference_eig` with ``eig_fid``); KID when the reference
+    keeps features; accuracy and the IS-style score when the samples have classifier probabilities; precision and
+    recall when they have manifolds. ``kid_seed`` and ``kid_subsets`` set KID's random subsets.
     """
     indices = np.arange(len(samples.features)) if indices is None else indices
     features = samples.features[indices]
-    values = {"FID": fid_to_reference(features, reference)}
+    values = {"FID": (fid_to_reference_eig if eig_fid else fid_to_reference)(features, reference)}
     if reference.features is not None:
         values["KID"] = kid(features, reference.features, kid_seed, kid_subsets)
     if samples.probs is not None:
@@ -386,7 +428,8 @@ def bootstrap_table(sets: dict[str, SampleSet], reference: Reference, baseline: 
     """Every metric of every setting with a normal bootstrap CI, and its paired delta against the baseline.
 
     Each of the ``n_boot`` rounds draws n sample indices with replacement and evaluates every setting on the
-    same indices, so deltas are paired. The interval is value ± z·SE (see the module docstring). KID uses
+    same indices, so deltas are paired; the rounds' FIDs come from eigenvalues (:func:`fid_to_reference_eig`), the
+    point values from clean-fid. The interval is value ± z·SE (see the module docstring). KID uses
     ``kid_subsets`` random subsets for the point value and ``kid_subsets_boot`` inside each round (the subset
     noise only widens its interval), or one when a subset would be the whole of both sets.
 
@@ -406,7 +449,7 @@ def bootstrap_table(sets: dict[str, SampleSet], reference: Reference, baseline: 
     for round_ in tqdm(range(n_boot), desc="bootstrap", disable=not progress):
         indices = rng.integers(0, n, n)
         for name, samples in sets.items():
-            for metric, value in metric_values(samples, reference, indices, seed + round_, subsets).items():
+            for metric, value in metric_values(samples, reference, indices, seed + round_, subsets, True).items():
                 rounds[name][metric].append(value)
     return _summarise(point, rounds, baseline, level)
 
@@ -453,17 +496,31 @@ class Evaluator:
         return SampleSet.build(features, np.asarray(labels), self.reference, probs, self.k)
 
 
-def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3) -> Evaluator:
-    """Inception FID (clean-fid clean mode) against user-supplied reference statistics (:func:`load_reference`).
+def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3,
+                        fid_mode: str = "clean") -> Evaluator:
+    """Inception FID in a clean-fid mode against user-supplied reference statistics (:func:`load_reference`).
 
-    The reference is read and checked before the Inception network loads, so a bad file fails at once.
+    Args:
+        reference_stats: see :func:`load_reference`.
+        device, batch_size: where and how many images at a time the Inception network runs.
+        k: neighbours of the precision/recall manifolds.
+        fid_mode: ``"clean"`` (clean-fid's resize, the default) or ``"legacy_tensorflow"`` (the TensorFlow-style
+            resize inside the network, as the ADM/DiT evaluation suite), both offline on the shipped weights.
+
+    The mode and the reference are checked before the Inception network loads, so a bad file fails at once.
+
+    Raises:
+        ValueError: an unknown mode, or a bad reference.
+        ModuleNotFoundError, FileNotFoundError: the Inception weights are not installed (one line, naming the fix).
     """
+    extractors.check_fid_mode(fid_mode)
     if not str(reference_stats).strip():
         raise ValueError("Inception FID needs reference statistics: pass reference_stats= an .npz with mu/sigma "
                          "(or arr_0 images) or a folder of real images, e.g. ImageNet validation images")
     source = check_reference(reference_stats)
-    extractor = extractors.CleanInception()
-    reference = load_reference(source, extractor, device, batch_size)
-    return Evaluator("Inception FID", reference,
-                     lambda images: (extractors.inception_features(images, extractor, device, batch_size), None), k)
+    extractor = extractors.inception_extractor(fid_mode)
+    reference = load_reference(source, extractor, device, batch_size, fid_mode)
+    name = "Inception FID" if fid_mode == "clean" else f"Inception FID ({fid_mode})"
+    return Evaluator(name, reference, lambda images: (
+        extractors.inception_features(images, extractor, device, batch_size, mode=fid_mode), None), k)
 

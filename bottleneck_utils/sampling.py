@@ -1,9 +1,13 @@
-"""One plain classifier-free-guidance sampling loop over a diffusers scheduler, with optional pruning of c.
+"""One plain classifier-free-guidance sampling loop over a diffusers scheduler or the flow ODE/SDE, with optional
+pruning of c.
 
 Unlike ``DiTPipeline`` it takes the null label from the model (``num_classes``, not a hard-coded 1000),
 draws every sample's noise from its own generator, seeded from ``(seed, sample index)``: the initial noise, and
-then the noise a stochastic scheduler (DDPM) adds at each step. Runs with different batch sizes, masks or shards
-therefore use the same noise. It works for pixel-space models without a VAE.
+then the noise a stochastic scheduler (DDPM) or the flow SDE adds at each step. Runs with different batch sizes,
+masks or shards therefore use the same noise. It works for pixel-space models without a VAE.
+
+``family=`` (``--family``) samples as a family's own script does (:data:`FAMILY_SAMPLERS`: solver, guidance
+interval, timestep shift, guided channels, what a CFG scale below 1 means); see :func:`sample`.
 
 Sharded sampling, as in DiT's ``sample_ddp.py``: under ``torchrun`` every rank samples a contiguous slice of
 the labels and writes its PNGs, or its shard of the ``.npz``, which rank 0 merges into one file::
@@ -18,21 +22,159 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import math
 import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bottleneck_utils import masks
+from bottleneck_utils import flow, masks
 from bottleneck_utils.embeddings import check_labels
 from bottleneck_utils.flow import FlowODE
 from bottleneck_utils.images import atomic_savez, check_int, check_output_dir, check_output_file, save_npz, write_pngs
 from bottleneck_utils.models import Bundle, load, resolve_dtype
+
+# ---------------------------------------------------------------------------------------------------
+#                            Each family's own sampler (the upstream scripts)
+# ---------------------------------------------------------------------------------------------------
+
+SOLVERS = (*flow.METHODS, "dopri5")
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How one family's own script samples: what :func:`sample` takes from ``family=`` (see its table).
+
+    Attributes:
+        time_kind: the models it samples: ``"ddpm"`` (a diffusers scheduler) or ``"flow"`` (a :class:`FlowODE`);
+            None: either.
+        solver: the flow integrator (:data:`SOLVERS`); None: the bundle's scheduler as loaded.
+        guidance_interval: CFG applies only at steps whose start time t has low ≤ t ≤ high, on the model's own time
+            axis (noise at 0 for SiT and LightningDiT, at 1 for REPA).
+        shift: the flow grid's timestep shift (:mod:`bottleneck_utils.flow`); None: the bundle's scheduler's.
+        cfg_channels: CFG on the first k output channels, the conditional output on the rest; None: every channel.
+        low_cfg: what a cfg_scale below 1 does: ``"extrapolate"`` (u + s·(c − u); only 1.0 switches CFG off),
+            ``"skip"`` (any scale ≤ 1 samples the conditional model alone) or ``"reject"`` (< 1 raises, 1 skips).
+        num_steps, cfg_scale: the upstream script's defaults, counted as :func:`sample` counts steps (the CLI's
+            defaults under ``--family``).
+        source: the script these come from.
+    """
+
+    time_kind: str | None = None
+    solver: str | None = None
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    shift: float | None = None
+    cfg_channels: int | None = None
+    low_cfg: str = "extrapolate"
+    num_steps: int = 50
+    cfg_scale: float = 4.0
+    source: str = "this package"
+
+    def scale(self, cfg_scale: float) -> float | None:
+        """The scale CFG runs at, or None where this family samples the conditional model alone."""
+        off = cfg_scale == 1 if self.low_cfg == "extrapolate" else cfg_scale <= 1
+        return None if off else float(cfg_scale)
+
+    def guides_at(self, t: float) -> bool:
+        """Whether CFG applies at a step starting at time t (the guidance interval, ends included)."""
+        low, high = self.guidance_interval
+        return low <= t <= high
+
+
+PACKAGE = Conventions()  # the book's organisms and every model sampled without family=
+FAMILY_SAMPLERS = {
+    "dit": Conventions("ddpm", cfg_channels=3, low_cfg="reject", num_steps=250, cfg_scale=1.5,
+                       source="DiT sample_ddp.py (DDPM with learned sigma; here the bundle's scheduler)"),
+    "diffusers": Conventions("ddpm", low_cfg="skip", num_steps=50, cfg_scale=4.0, source="diffusers DiTPipeline"),
+    "sit": Conventions("flow", "dopri5", cfg_channels=3, low_cfg="reject", num_steps=249, cfg_scale=1.0,
+                       source="SiT sample_ddp.py ODE (250 points; its SDE mode: solver='sde', num_steps=250)"),
+    "repa": Conventions("flow", "euler", low_cfg="reject", num_steps=50, cfg_scale=1.5,
+                        source="REPA generate.py (mode ode, no --heun; its README's best FID: --guidance-high 0.7)"),
+    "lightningdit": Conventions("flow", "euler", (0.125, 1.0), shift=0.3, cfg_channels=3, low_cfg="skip",
+                                num_steps=249, cfg_scale=6.7, source="LightningDiT inference.py, reproductions config"),
+}
+
+
+def check_guidance_interval(interval) -> tuple[float, float]:
+    """``interval`` as a (low, high) pair with 0 ≤ low ≤ high ≤ 1, else a ValueError."""
+    try:
+        low, high = (float(value) for value in interval)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if isinstance(interval, str) or not 0 <= low <= high <= 1:
+        raise ValueError(f"guidance_interval must be (low, high) with 0 <= low <= high <= 1 on the model's time axis "
+                         f"(CFG applies where low <= t <= high), got {interval!r}")
+    return low, high
+
+
+def sampler_conventions(bundle: Bundle, family: str | None = None, *, solver: str | None = None,
+                        guidance_interval=None, shift: float | None = None,
+                        cfg_channels: int | None = None) -> Conventions:
+    """The conventions :func:`sample` follows: ``family``'s (None: the package's), each option given overriding
+    the family's, checked against the bundle.
+
+    Raises:
+        ValueError: an unknown family or solver, a bad interval, shift or channel count, or a flow option (solver,
+            shift, guidance interval, a flow family) on a DDPM-time model, and the other way round.
+        ModuleNotFoundError: the dopri5 solver without torchdiffeq.
+    """
+    if family is not None and family not in FAMILY_SAMPLERS:
+        raise ValueError(f"family must be one of {sorted(FAMILY_SAMPLERS)} (each upstream script's sampler) or None "
+                         f"(the package's), got {family!r}")
+    base = PACKAGE if family is None else FAMILY_SAMPLERS[family]
+    given = {"solver": solver, "guidance_interval": guidance_interval, "shift": shift, "cfg_channels": cfg_channels}
+    given = _checked_options(bundle, {name: value for name, value in given.items() if value is not None})
+    conventions = dataclasses.replace(base, **given)
+    _check_time_kind(bundle, family, conventions, given)
+    if conventions.solver == "dopri5" and not flow.has_torchdiffeq():
+        raise ModuleNotFoundError(f"solver 'dopri5' (SiT's default ODE solver) needs torchdiffeq: "
+                                  f"{flow.TORCHDIFFEQ_HINT}, or pass solver='euler' or 'heun'")
+    return conventions
+
+
+def _checked_options(bundle: Bundle, given: dict) -> dict:
+    """The options given, each checked (the interval as a (low, high) tuple of floats)."""
+    if "solver" in given and given["solver"] not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, lower case, got {given['solver']!r}")
+    if "guidance_interval" in given:
+        given = given | {"guidance_interval": check_guidance_interval(given["guidance_interval"])}
+    if "shift" in given:
+        flow.check_shift(given["shift"])
+    count = given.get("cfg_channels")
+    if count is not None and not (isinstance(count, int) and not isinstance(count, bool)
+                                  and 1 <= count <= bundle.transformer.config.in_channels):
+        raise ValueError(f"cfg_channels must be an int in 1..{bundle.transformer.config.in_channels} (the model's "
+                         f"output channels), got {count!r}")
+    return given
+
+
+def _check_time_kind(bundle: Bundle, family: str | None, conventions: Conventions, given: dict) -> None:
+    is_flow = isinstance(bundle.scheduler, FlowODE)
+    if conventions.time_kind is not None and conventions.time_kind != ("flow" if is_flow else "ddpm"):
+        kind, fits = ("flow", "'dit' or 'diffusers'") if conventions.time_kind == "flow" else \
+            ("DDPM-time", "'sit', 'repa' or 'lightningdit'")
+        raise ValueError(f"family {family!r} samples {kind} models; {bundle.name} is not one: use family {fits}")
+    flow_only = sorted({"solver", "guidance_interval", "shift"} & given.keys())
+    if flow_only and not is_flow:
+        raise ValueError(f"{', '.join(flow_only)} apply to flow models (SiT, REPA, LightningDiT); {bundle.name} is a "
+                         "DDPM-time model sampled by its scheduler: leave them unset")
+
+
+def _check_use(conventions: Conventions, family: str | None, cfg_scale: float, mask, schedule) -> None:
+    """The checks that need the call's other arguments: the family's CFG floor, masks under dopri5."""
+    if conventions.low_cfg == "reject" and cfg_scale < 1:
+        raise ValueError(f"cfg_scale must be >= 1 with family {family!r} (its script asserts it; 1.0 switches guidance "
+                         f"off), got {cfg_scale:g}")
+    if conventions.solver == "dopri5" and mask is not None and schedule.kind != "every":
+        raise ValueError(f"the {schedule.kind!r} mask schedule needs fixed evaluation times, and dopri5 picks its own: "
+                         "use schedule='every' or a fixed-step solver ('euler', 'heun')")
+
 
 # ---------------------------------------------------------------------------------------------------
 #                                          The sampling loop
@@ -88,17 +230,25 @@ def _autocast(bundle: Bundle, dtype: str | None):
     return torch.autocast(bundle.device.type, dtype=resolve_dtype(dtype))
 
 
-def _guided_output(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float):
-    """The model's ε (DDPM) or velocity (flow) with CFG on every channel (the original DiT and SiT guide 3 of 4)."""
-    channels = x.shape[1]
-    if cfg == 1.0:
-        return bundle.transformer(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :channels]
+def _guided_output(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float | None,
+                   channels: int | None = None) -> torch.Tensor:
+    """The model's ε (DDPM) or velocity (flow), (B, C, H, W); learned-σ channels, if any, are dropped.
+
+    ``cfg`` None runs the conditional model alone (one forward). Otherwise CFG, u + cfg·(c − u), on the first
+    ``channels`` channels (None: all, as diffusers' DiTPipeline and REPA) and the conditional output on the rest (the
+    original DiT's and SiT's ``forward_with_cfg`` guide 3 of 4).
+    """
+    count = x.shape[1]
+    if cfg is None:
+        return bundle.transformer(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :count]
     null = torch.full_like(labels, bundle.null_label)
     both = bundle.transformer(
         torch.cat([x, x]), timestep=t.expand(2 * len(x)), class_labels=torch.cat([labels, null])
-    ).sample[:, :channels]  # (2B, C, H, W); learned-σ channels, if any, are dropped
+    ).sample[:, :count]  # (2B, C, H, W)
     conditional, unconditional = both.chunk(2)
-    return unconditional + cfg * (conditional - unconditional)
+    guided = count if channels is None else channels
+    mixed = unconditional[:, :guided] + cfg * (conditional[:, :guided] - unconditional[:, :guided])
+    return torch.cat([mixed, conditional[:, guided:]], dim=1)
 
 
 def _decode(bundle: Bundle, x: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
@@ -118,35 +268,77 @@ def _decode(bundle: Bundle, x: torch.Tensor, cfg_scale: float, autocast) -> torc
 
 
 def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast,
-             generators: list[torch.Generator]) -> torch.Tensor:
+             generators: list[torch.Generator], conventions: Conventions | None = None) -> torch.Tensor:
     """Runs the scheduler's timesteps on one batch of noise x (B, C, H, W); returns the final latents.
 
     ``generators`` (one per sample) draw the noise of a stochastic scheduler; DDIM (eta = 0) draws none.
     """
+    conventions = conventions or PACKAGE
     takes_generator = "generator" in inspect.signature(bundle.scheduler.step).parameters
     step_kwargs = {"generator": generators} if takes_generator else {}
+    scale = conventions.scale(cfg_scale)
     for t in bundle.scheduler.timesteps:
         with _autocast(bundle, autocast):
-            eps = _guided_output(bundle, x, t.to(bundle.device), labels, cfg_scale)
+            eps = _guided_output(bundle, x, t.to(bundle.device), labels, scale, conventions.cfg_channels)
         x = bundle.scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
     return x
 
 
-def _integrate_flow(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast) -> torch.Tensor:
-    """Integrates a flow model's ODE (:class:`flow.FlowODE`) from noise x (B, C, H, W), CFG on the velocity."""
+def _step_noise(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """One standard normal draw shaped like ``like`` (B, C, H, W), row i from sample i's own generator."""
+    return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generators]).to(like.device, like.dtype)
 
-    def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+
+def _integrate_flow(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast,
+                    conventions: Conventions | None = None, ode: FlowODE | None = None,
+                    generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """Integrates a flow model from noise x (B, C, H, W) with ``ode`` (default: the bundle's), CFG on the velocity.
+
+    CFG applies at a step when the conventions' scale rule and guidance interval allow it, decided at the step's
+    start (dopri5: at each evaluation). The SDE draws its step noise from ``generators``, one per sample.
+    """
+    conventions, ode = conventions or PACKAGE, ode or bundle.scheduler
+    scale = conventions.scale(cfg_scale)
+
+    def velocity(x_t: torch.Tensor, t: torch.Tensor, guide: bool = True) -> torch.Tensor:
         with _autocast(bundle, autocast):
-            return _guided_output(bundle, x_t, t.to(bundle.device), labels, cfg_scale).to(x_t.dtype)
+            return _guided_output(bundle, x_t, t.to(bundle.device), labels, scale if guide else None,
+                                  conventions.cfg_channels).to(x_t.dtype)
 
-    return bundle.scheduler.integrate(velocity, x)
+    if conventions.solver == "dopri5":
+        return flow.dopri5(lambda x_t, t: velocity(x_t, t, conventions.guides_at(float(t))), x, ode.grid)
+    noise = None if generators is None else lambda: _step_noise(generators, x)
+    return ode.integrate(velocity, x, guided=conventions.guides_at, noise=noise)
 
 
-def _pruning(bundle: Bundle, mask, schedule, null_policy: str):
-    """The :func:`masks.prune` context for the scheduler's current timesteps, or a no-op without a mask."""
+def _integrator(bundle: Bundle, conventions: Conventions, num_steps: int) -> FlowODE | None:
+    """This call's flow integrator: the bundle's FlowODE (its grid already set), or a fresh one with the conventions'
+    solver and shift, its grid set (dopri5: an Euler grid, its output times); the bundle's scheduler stays as loaded.
+    None for a DDPM-time model."""
+    own = bundle.scheduler
+    if not isinstance(own, FlowODE):
+        return None
+    method = {None: own.method, "dopri5": "euler"}.get(conventions.solver, conventions.solver)
+    shift = own.shift if conventions.shift is None else conventions.shift
+    if (method, shift) == (own.method, own.shift):
+        return own
+    ode = FlowODE(own.noise_time, method, shift)
+    ode.set_timesteps(num_steps)
+    return ode
+
+
+def _evaluation_times(bundle: Bundle, ode: FlowODE | None, conventions: Conventions) -> torch.Tensor | None:
+    """The times the model is evaluated at, for the mask schedules; None under dopri5, which picks its own."""
+    if ode is None:
+        return bundle.scheduler.timesteps
+    return None if conventions.solver == "dopri5" else ode.timesteps
+
+
+def _pruning(bundle: Bundle, mask, schedule, null_policy: str, timesteps):
+    """The :func:`masks.prune` context for the sampler's timesteps, or a no-op without a mask."""
     if mask is None:
         return contextlib.nullcontext()
-    return masks.prune(bundle, mask, schedule, timesteps=bundle.scheduler.timesteps, null_policy=null_policy)
+    return masks.prune(bundle, mask, schedule, timesteps=timesteps, null_policy=null_policy)
 
 
 def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, cfg_scale, seed, first_index, mask, schedule,
@@ -187,17 +379,43 @@ def sample(
     schedule: masks.Schedule | str = "every",
     null_policy: str = masks.DEFAULT_NULL_POLICY,
     autocast: str | None = None,
+    family: str | None = None,
+    solver: str | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    shift: float | None = None,
+    cfg_channels: int | None = None,
 ) -> torch.Tensor:
     """Samples one image per label with CFG, optionally with coordinates of c zeroed.
 
+    ``family`` samples as that family's own script does; each of ``solver``, ``guidance_interval``, ``shift`` and
+    ``cfg_channels`` overrides it alone. Without a family (the default, the book's organisms) the bundle's scheduler
+    runs as loaded, CFG guides every channel at every step, and only cfg_scale 1.0 switches it off. The defaults:
+
+    ============ ================== ============ =========== ===== ======== =========== ========= =====
+    family       script             solver       CFG for t   shift CFG on   cfg <= 1    num_steps cfg
+    ============ ================== ============ =========== ===== ======== =========== ========= =====
+    dit          DiT sample_ddp     scheduler*   every step  --    3 of 4   < 1 raises  250       1.5
+    diffusers    DiTPipeline        scheduler    every step  --    all      skips CFG   50        4.0
+    sit          SiT sample_ddp ODE dopri5       [0, 1]      --    3 of 4   < 1 raises  249       1.0
+    repa         REPA generate.py   euler        [0, 1]      --    all      < 1 raises  50        1.5
+    lightningdit LightningDiT       euler        [0.125, 1]  0.3   3 of 32  skips CFG   249       6.7
+    None         this package       scheduler    every step  --    all      extrapol.   50        4.0
+    ============ ================== ============ =========== ===== ======== =========== ========= =====
+
+    *DiT's own sampler is DDPM with learned σ; a DDPM-time bundle samples with its own scheduler whatever the
+    family. SiT's and LightningDiT's 250 grid points are 249 intervals; SiT's SDE mode is ``solver="sde"``,
+    ``num_steps=250`` (REPA's ``--mode sde``: the same with its 50). REPA's Heun (``--heun``) is ``"repa-heun"``.
+    "< 1 raises": the script asserts cfg >= 1 and skips CFG at 1; "skips CFG": any scale <= 1 samples the
+    conditional model; "extrapol.": a scale below 1 extrapolates towards the unconditional model.
+
     Args:
         bundle: a model with a transformer and a scheduler: a diffusers scheduler (DDPM-time models) or a
-            :class:`flow.FlowODE` (flow models: Euler or Heun on the velocity).
+            :class:`flow.FlowODE` (flow models).
         labels: class ids, one per image.
-        num_steps: scheduler steps (flow: intervals of the ODE grid).
-        cfg_scale: guidance scale; 1.0 switches CFG off (one forward per step).
-        seed: all noise of sample i (initial, and a stochastic scheduler's) is drawn from ``(seed, first_index + i)``,
-            with or without a mask.
+        num_steps: scheduler steps (flow: intervals of the ODE grid; SDE: steps, the last one noise-free).
+        cfg_scale: guidance scale; 1.0 switches CFG off (one forward per step); below 1: see ``family``.
+        seed: all noise of sample i (initial, and a stochastic scheduler's or the SDE's) is drawn from
+            ``(seed, first_index + i)``, with or without a mask.
         batch_size: images per forward pass (CFG doubles it).
         first_index: global index of the first label (for shards of a larger run).
         output_dir: if given, each image is also written as ``{index:06d}_{label}.png``.
@@ -208,32 +426,43 @@ def sample(
         null_policy: ``"mask"`` or ``"leave"`` the CFG null branch's c.
         autocast: ``"bfloat16"`` or ``"float16"`` runs the transformer under ``torch.autocast`` (the scheduler
             and the VAE decode stay in the bundle's dtype); None or ``"float32"`` does not.
+        family: ``"dit"``, ``"diffusers"``, ``"sit"``, ``"repa"`` or ``"lightningdit"`` (:data:`FAMILY_SAMPLERS`).
+        solver: flow models: ``"euler"``, ``"heun"``, ``"repa-heun"``, ``"sde"`` or ``"dopri5"`` (torchdiffeq).
+        guidance_interval: flow models: (low, high) in [0, 1]; CFG only at steps starting at low <= t <= high on
+            the model's time axis, the decision at a step's start also governing its Heun correction (REPA's).
+        shift: flow models: the timestep shift of the grid (> 0; 1.0: none).
+        cfg_channels: CFG on the first k output channels, the conditional output on the rest.
 
     Returns:
         float tensor (N, C, H, W) in [0, 1], on the CPU; N = 0 (an empty shard) gives (0, *bundle.image_shape).
 
     Raises:
-        ValueError: bad labels, steps, mask, schedule, null policy or ``output_dir`` (a file), before any sampling;
-            NaN or inf images (a guidance scale or autocast that overflows), before anything is written.
+        ValueError: bad labels, steps, mask, schedule, null policy, sampler option or ``output_dir`` (a file), before
+            any sampling; NaN or inf images (a guidance scale or autocast that overflows), before anything is written.
+        ModuleNotFoundError: ``solver="dopri5"`` (family ``"sit"``) without torchdiffeq, before any sampling.
         PermissionError: a read-only ``output_dir``, before any sampling.
     """
     schedule = _check_sampling_inputs(bundle, num_steps, batch_size, cfg_scale, seed, first_index, mask, schedule,
                                       autocast)
+    conventions = sampler_conventions(bundle, family, solver=solver, guidance_interval=guidance_interval, shift=shift,
+                                      cfg_channels=cfg_channels)
+    _check_use(conventions, family, cfg_scale, mask, schedule)
     labels = check_labels(bundle, labels)
     if output_dir is not None:
         check_output_dir(output_dir)
     bundle.scheduler.set_timesteps(num_steps)
+    ode = _integrator(bundle, conventions, num_steps)
     images = []
-    with _pruning(bundle, mask, schedule, null_policy):
+    with _pruning(bundle, mask, schedule, null_policy, _evaluation_times(bundle, ode, conventions)):
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
             batch = labels[start : start + batch_size]
             indices = torch.arange(first_index + start, first_index + start + len(batch))
             generators = sample_generators(indices, seed)
             x = initial_noise(bundle, indices, seed, generators).to(bundle.device, bundle.dtype)  # (B, C, H, W)
-            if isinstance(bundle.scheduler, FlowODE):
-                x = _integrate_flow(bundle, x, batch, cfg_scale, autocast)
+            if ode is not None:
+                x = _integrate_flow(bundle, x, batch, cfg_scale, autocast, conventions, ode, generators)
             else:
-                x = _denoise(bundle, x, batch, cfg_scale, autocast, generators)
+                x = _denoise(bundle, x, batch, cfg_scale, autocast, generators, conventions)
             images.append(_decode(bundle, x, cfg_scale, autocast))
     images = torch.cat(images) if images else torch.empty(0, *bundle.image_shape)
     if output_dir is not None:
@@ -347,8 +576,8 @@ def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="embedded name, hub id, diffusers folder or .pt (see models.load)")
     parser.add_argument("--num-samples", type=_number(int, 1), required=True)
-    parser.add_argument("--steps", type=_number(int, 1), default=50)
-    parser.add_argument("--cfg", type=_number(float, None), default=4.0)
+    parser.add_argument("--steps", type=_number(int, 1), default=None, help="default: the --family's, else 50")
+    parser.add_argument("--cfg", type=_number(float, None), default=None, help="default: the --family's, else 4.0")
     parser.add_argument("--seed", type=_number(int, 0), default=0)
     parser.add_argument("--batch-size", type=_number(int, 1), default=64)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (each rank uses cuda:LOCAL_RANK)")
@@ -366,6 +595,7 @@ def _parse_args(argv):
     parser.add_argument("--schedule", default="every", choices=masks.SCHEDULES)
     parser.add_argument("--k", type=_number(int, 1), default=None, help="steps of the 'last' schedule")
     parser.add_argument("--null-policy", default=masks.DEFAULT_NULL_POLICY, choices=masks.NULL_POLICIES)
+    _add_sampler_args(parser)
     args = parser.parse_args(argv)
     if args.npz is None and args.png_dir is None:
         parser.error("give --npz and/or --png-dir")
@@ -377,6 +607,7 @@ def _parse_args(argv):
         parser.error("--recompute goes with --mask tail only (not head, topk or --random-control)")
     if (args.k is None) != (args.schedule != "last"):
         parser.error("--k goes with --schedule last, which needs it")
+    _check_sampler_args(parser, args)
     outputs = [(check, path) for check, path in ((check_output_file, args.npz), (check_output_dir, args.png_dir))
                if path is not None]
     for check, path in outputs:  # before the model loads: a bad output path must not cost a whole sampling run
@@ -385,6 +616,31 @@ def _parse_args(argv):
         except (ValueError, PermissionError) as error:
             parser.error(str(error))
     return args
+
+
+def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("each family's own sampler (see sample(); every option overrides --family's)")
+    group.add_argument("--family", default=None, choices=sorted(FAMILY_SAMPLERS),
+                       help="sample as this family's own script does (default: the package's sampler)")
+    group.add_argument("--solver", default=None, choices=SOLVERS, help="flow models: the integrator")
+    group.add_argument("--guidance-interval", type=_number(float, 0), nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="flow models: CFG only at steps starting at LOW <= t <= HIGH")
+    group.add_argument("--shift", type=_number(float, None), default=None, help="flow models: the timestep shift")
+    group.add_argument("--cfg-channels", type=_number(int, 1), default=None, help="CFG on the first K channels")
+
+
+def _check_sampler_args(parser: argparse.ArgumentParser, args) -> None:
+    """The interval and shift checks of :func:`sampler_conventions`, before the model loads; fills --steps, --cfg."""
+    try:
+        if args.guidance_interval is not None:
+            check_guidance_interval(args.guidance_interval)
+        if args.shift is not None:
+            flow.check_shift(args.shift)
+    except ValueError as error:
+        parser.error(str(error))
+    defaults = FAMILY_SAMPLERS.get(args.family, PACKAGE)
+    args.steps = defaults.num_steps if args.steps is None else args.steps
+    args.cfg = defaults.cfg_scale if args.cfg is None else args.cfg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,7 +659,8 @@ def main(argv: list[str] | None = None) -> None:
         sample_sharded(bundle, labels, npz_path=args.npz, png_dir=args.png_dir, num_steps=args.steps,
                        cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size, mask=mask,
                        schedule=schedule, null_policy=args.null_policy, autocast=args.autocast,
-                       progress=_rank_and_world()[0] == 0)
+                       progress=_rank_and_world()[0] == 0, family=args.family, solver=args.solver,
+                       guidance_interval=args.guidance_interval, shift=args.shift, cfg_channels=args.cfg_channels)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
