@@ -53,6 +53,7 @@ bench: venv                 ## side-by-side benchmark ratios
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_pruning.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_fid.py
 
 clean:
 	rm -rf _build
