@@ -40,6 +40,21 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
 
 
+def read_text(path: str | Path, what: str, fix: str) -> str:
+    """The UTF-8 text of ``path``, or one line naming ``what`` it is, why it cannot be read and ``fix``.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: it cannot be read or is not UTF-8.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path} cannot be read ({_first_line(error)}); {fix}") from None
+
+
 def read_json(path: str | Path, what: str, fix: str, kind: type = dict):
     """The parsed content of the JSON file ``path``, or one line naming the file, what is wrong and the fix.
 
@@ -55,12 +70,7 @@ def read_json(path: str | Path, what: str, fix: str, kind: type = dict):
             its top level is not a ``kind``.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} is missing; {fix}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{what} {path} cannot be read ({_first_line(error)}); {fix}") from None
+    text = read_text(path, what, fix)
     if CONFLICT_MARKER.search(text):
         raise ValueError(f"{what} {path} holds git merge-conflict markers (<<<<<<<, =======, >>>>>>>); resolve the "
                          f"conflict, or {fix}")

@@ -296,13 +296,7 @@ def read_log(path: Path, fix: str) -> pd.DataFrame:
         ValueError: the file is unreadable, ends inside a line (truncated), has no logged step, or a row whose
             fields are not as many numbers as the header names.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"the training log {path} is missing; {fix}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"the training log {path} cannot be read ({type(error).__name__}); {fix}") from None
+    text = integrity.read_text(path, "the training log", fix)
     problem = _log_problem(text)
     if problem:
         raise ValueError(f"the training log {path} {problem}: it is truncated or damaged; {fix}")
