@@ -356,9 +356,7 @@ def _check_sampling_inputs(bundle: Bundle, num_steps, batch_size, cfg_scale, see
                          f"{num_steps}")
     schedule = masks.as_schedule(schedule)
     schedule.active_steps(num_steps)  # raises when k > num_steps
-    if mask is not None:
-        masks.check_mask(bundle, mask)
-    if autocast is not None:
+    if autocast is not None:  # the mask is checked once, by masks.prune, before any forward pass
         resolve_dtype(autocast)
     return schedule
 
