@@ -444,29 +444,45 @@ def bootstrap_table(sets: dict[str, SampleSet], reference: Reference, baseline: 
     point = {name: metric_values(s, reference, kid_subsets=_kid_subsets(n, n_reference, kid_subsets))
              for name, s in sets.items()}
     subsets = _kid_subsets(n, n_reference, kid_subsets_boot)
-    rng = np.random.default_rng(seed)
     rounds = {name: {metric: [] for metric in point[name]} for name in sets}
-    for round_ in tqdm(range(n_boot), desc="bootstrap", disable=not progress):
-        indices = rng.integers(0, n, n)
+    draws = paired_resamples(n, n_boot, seed)
+    for round_, indices in enumerate(tqdm(draws, total=n_boot, desc="bootstrap", disable=not progress)):
         for name, samples in sets.items():
             for metric, value in metric_values(samples, reference, indices, seed + round_, subsets, True).items():
                 rounds[name][metric].append(value)
     return _summarise(point, rounds, baseline, level)
 
 
-def _summarise(point: dict, rounds: dict, baseline: str, level: float) -> pd.DataFrame:
+def paired_resamples(n: int, n_boot: int, seed: int):
+    """The index draws of the package's one paired bootstrap: ``n_boot`` arrays of n indices in 0..n−1, drawn with
+    replacement from ``np.random.default_rng(seed)``. Every setting (or both sides of a difference) is evaluated on
+    the same draw, so their noise cancels in a paired change."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, n)
+
+
+def normal_interval(value: float, draws, level: float = 0.95) -> tuple[float, float]:
+    """The package's one bootstrap interval: ``value`` ± z·SE, SE the standard deviation (ddof 1) of the bootstrap
+    ``draws`` and z the normal quantile of ``level`` (why normal rather than percentile: the module docstring)."""
     from scipy.stats import norm
 
-    z = norm.ppf((1 + level) / 2)
+    half = norm.ppf((1 + level) / 2) * np.asarray(draws, dtype=float).std(ddof=1)
+    return value - half, value + half
+
+
+def _summarise(point: dict, rounds: dict, baseline: str, level: float) -> pd.DataFrame:
     rows = []
     for name, metrics in point.items():
         for metric, value in metrics.items():
             draws = np.asarray(rounds[name][metric])
-            se, delta_se = draws.std(ddof=1), (draws - np.asarray(rounds[baseline][metric])).std(ddof=1)
+            changes = draws - np.asarray(rounds[baseline][metric])
             delta = value - point[baseline][metric]
-            rows.append({"setting": name, "metric": metric, "value": value, "low": value - z * se,
-                         "high": value + z * se, "delta": delta, "delta_low": delta - z * delta_se,
-                         "delta_high": delta + z * delta_se, "se": se, "delta_se": delta_se})
+            low, high = normal_interval(value, draws, level)
+            delta_low, delta_high = normal_interval(delta, changes, level)
+            rows.append({"setting": name, "metric": metric, "value": value, "low": low, "high": high, "delta": delta,
+                         "delta_low": delta_low, "delta_high": delta_high, "se": draws.std(ddof=1),
+                         "delta_se": changes.std(ddof=1)})
     return pd.DataFrame(rows).set_index(["setting", "metric"])
 
 

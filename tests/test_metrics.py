@@ -231,3 +231,17 @@ def test_bootstrap_standard_error_of_a_proportion():
     binomial_se = np.sqrt(accuracy["value"] * (1 - accuracy["value"]) / 400)
     # 200 bootstrap rounds estimate an SE with a relative error of about 1/√(2·200) = 5%: 0.2 is 4 of those
     assert accuracy["se"] == pytest.approx(binomial_se, rel=0.2)
+
+
+def test_one_paired_bootstrap_and_one_interval_serve_every_chapter():
+    """The regime's per-sample interval is the same bootstrap as the FID table's: the same index draws and the same
+    normal interval, mean ± z·SE of the drawn means (z = 1.96 at 95%)."""
+    from bottleneck_utils.chapters import pruning
+
+    differences = np.random.default_rng(3).normal(-0.1, 0.5, 40)
+    means = [differences[i].mean() for i in metrics.paired_resamples(40, 200, seed=7)]
+    half = 1.959964 * np.std(means, ddof=1)
+    mean, low, high = pruning.paired_interval(torch.as_tensor(differences), n_boot=200, seed=7)
+    assert mean == pytest.approx(differences.mean()) and (low, high) == pytest.approx((mean - half, mean + half))
+    first = next(iter(metrics.paired_resamples(40, 1, seed=7)))
+    assert np.array_equal(first, np.random.default_rng(7).integers(0, 40, 40))  # bootstrap_table's draws

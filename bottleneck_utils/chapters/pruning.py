@@ -73,8 +73,9 @@ def change_text(table: pd.DataFrame, name: str | None, metric: str = "FID", scal
 
 
 def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
-    """Mean of per-sample paired differences ``values`` (n,) and its **percentile** bootstrap interval: the
-    (1 − level)/2 and (1 + level)/2 quantiles of ``n_boot`` means of n differences drawn with replacement.
+    """Mean of per-sample paired differences ``values`` (n,) and its bootstrap interval: the package's one paired
+    bootstrap (:func:`metrics.paired_resamples`, ``n_boot`` draws of n differences with replacement) and its one
+    interval, mean ± z·SE of the drawn means (:func:`metrics.normal_interval`).
 
     Raises:
         ValueError: no differences, or some that are NaN or infinite (a score that failed is no measurement).
@@ -84,10 +85,10 @@ def paired_interval(values: torch.Tensor, n_boot: int = 1000, level: float = 0.9
     if len(values) == 0 or bad:
         raise ValueError(f"paired_interval needs finite per-sample differences, got {bad} NaN or infinite of "
                          f"{len(values)}: score the samples again (an interval of them is not testable)")
-    generator = torch.Generator().manual_seed(seed)
-    means = values[torch.randint(len(values), (n_boot, len(values)), generator=generator)].mean(-1)  # (n_boot,)
-    tail = (1 - level) / 2
-    return values.mean().item(), means.quantile(tail).item(), means.quantile(1 - tail).item()
+    differences = values.numpy()
+    means = [differences[indices].mean() for indices in metrics.paired_resamples(len(differences), n_boot, seed)]
+    low, high = metrics.normal_interval(differences.mean(), means, level)
+    return differences.mean().item(), float(low), float(high)
 
 
 # ---------------------------------------------------------------------------------------------------

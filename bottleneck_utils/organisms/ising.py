@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from bottleneck_utils import metrics
+
 # ---------------------------------------------------------------------------------------------------
 #                                        Observables of a lattice
 # ---------------------------------------------------------------------------------------------------
@@ -144,23 +146,26 @@ def _stratified_resample(index_by_bin: list[np.ndarray], generator: np.random.Ge
 
 def _stratified_bootstrap(sample_t, real_t, edges, statistic, num_resamples: int, seed: int,
                           level: float) -> tuple[float, float]:
-    """Percentile interval of ``statistic(s, r)`` over resamples of the sample and real indices within each bin."""
+    """The interval of ``statistic(s, r)`` over resamples of the sample and real indices within each bin (a
+    stratified two-sample design: the bins keep their sizes), as the package's one interval, the statistic on all
+    indices ± z·SE of the resamples (:func:`metrics.normal_interval`)."""
     sample_bins = [np.flatnonzero(_bin_index(sample_t, edges) == b) for b in range(len(edges) - 1)]
     real_bins = [np.flatnonzero(_bin_index(real_t, edges) == b) for b in range(len(edges) - 1)]
     generator = np.random.default_rng(seed)
     values = np.empty(num_resamples)
     for k in range(num_resamples):
         values[k] = statistic(_stratified_resample(sample_bins, generator), _stratified_resample(real_bins, generator))
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    point = statistic(np.concatenate(sample_bins), np.concatenate(real_bins))
+    low, high = metrics.normal_interval(point, values, level)
+    return float(low), float(high)
 
 
 def bootstrap_mean_abs_error(sample_t, sample_values, real_t, real_values, edges, num_resamples: int = 1000,
                              seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the binned mean |Δ|, resampling samples and real data within each bin.
+    """Bootstrap CI of the binned mean |Δ|, resampling samples and real data within each bin.
 
     Returns:
-        ``(low, high)``, the ``level`` percentile interval.
+        ``(low, high)``, the ``level`` interval (:func:`_stratified_bootstrap`).
     """
     sample_t, sample_values, real_t, real_values, edges = map(np.asarray, (sample_t, sample_values, real_t,
                                                                            real_values, edges))
@@ -171,14 +176,14 @@ def bootstrap_mean_abs_error(sample_t, sample_values, real_t, real_values, edges
 
 def bootstrap_paired_difference(sample_t, baseline_values, other_values, real_t, real_values, edges,
                                 num_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Paired percentile bootstrap CI of ``mae(other) − mae(baseline)``, the binned mean |Δ| against real data.
+    """Paired bootstrap CI of ``mae(other) − mae(baseline)``, the binned mean |Δ| against real data.
 
     The two sample sets must be paired (sample i of both at the same requested temperature, from the same noise):
     each resample draws one set of sample indices for both, and one set of real indices, so the noise they share
     cancels in the difference.
 
     Returns:
-        ``(low, high)``, the ``level`` percentile interval of the difference.
+        ``(low, high)``, the ``level`` interval of the difference (:func:`_stratified_bootstrap`).
     """
     sample_t, baseline_values, other_values, real_t, real_values, edges = map(
         np.asarray, (sample_t, baseline_values, other_values, real_t, real_values, edges))
