@@ -9,7 +9,8 @@ from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.organisms import train
 from tests.test_train import TINY, tiny_training
 
-RUNG_FOLDERS = sorted(p for p in (CHECKPOINT_DIR / "ladder").iterdir() if (p / "meta.json").is_file())
+RUNG_FOLDERS = sorted(p for folder in ("ladder", "regime") for p in (CHECKPOINT_DIR / folder).glob("*")
+                      if (p / "meta.json").is_file())
 PRECISIONS = {"float32", "tf32", "bfloat16"}
 
 
@@ -61,7 +62,7 @@ def test_the_appendix_tabulates_every_shipped_rung_and_declares_its_parameters()
     from tools import book
 
     table = reproducibility.rung_provenance()
-    assert {f"ladder/{p.name}" for p in RUNG_FOLDERS} <= set(table.index)
+    assert {f"{p.parent.name}/{p.name}" for p in RUNG_FOLDERS} <= set(table.index)
     assert table.loc["ladder/d256-long", "trained on"].count(";") == 1  # GPU, then CPU
     notebook = jupytext.read(book.SOURCES / "reproducibility.md")
     assert book.declared_parameters(notebook) == set(reproducibility.PARAMETERS)

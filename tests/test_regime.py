@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bottleneck_utils.chapters import paper, regime
+from bottleneck_utils.organisms import recipes
 
 
 def test_bands_span_the_papers_imagenet_models():
@@ -83,3 +84,14 @@ def test_paired_changes_draws_each_interval_of_each_model():
         "tail-every", "tail-first", "tail-last", "random-tail", "head / h2"]  # labels that differ: both
     assert any(list(line.get_xdata()) == [-0.02, -0.02] for line in ax.lines)  # the harm tolerance
     plt.close(fig)
+
+
+def test_replicates_are_counted_against_the_regime_and_pending_seeds_named():
+    bands = regime.paper_bands()
+    table = regime.replicate_table(bands)
+    assert set(table.index) <= set(recipes.REGIME) and (table["seed"] == [recipes.seed_of(n) for n in table.index]).all()
+    both = pd.DataFrame({"in regime": [True, False]}, index=list(recipes.REGIME)[:2])
+    sentence = regime.replicate_sentence(both)
+    assert sentence.startswith("1 of 2 shipped seeds are in the regime") and list(recipes.REGIME)[2] in sentence
+    dense = pd.Series({"npr_c": 0.5, "cos_y": 0.6})  # a replicate whose c is not sparse is not in the regime
+    assert not regime.in_regime(dense, bands)

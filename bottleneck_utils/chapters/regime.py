@@ -10,6 +10,7 @@ anything less is *flat*.
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
@@ -95,6 +96,45 @@ def in_regime(row: pd.Series, bands: dict) -> bool:
 def regime_distance(row: pd.Series, bands: dict) -> float:
     """Distance to the regime: the sum over :data:`STATISTICS` of each band distance in units of the band's width."""
     return sum(distance_to_band(row[key], bands[key]) / (bands[key][1] - bands[key][0]) for key in STATISTICS)
+
+
+# ---------------------------------------------------------------------------------------------------
+#                          The in-regime recipe a laptop can rebuild, in seed replicates
+# ---------------------------------------------------------------------------------------------------
+
+
+def replicate_table(bands: dict) -> pd.DataFrame:
+    """The shipped replicates of :data:`recipes.REGIME` (one recipe, one seed each): their final EMA statistics
+    and quality (:func:`rung_table`), seed, whether each is in the regime (:func:`in_regime`) and its distance."""
+    shipped = [name for name in recipes.REGIME if (CHECKPOINT_DIR / name / "train_log.csv").is_file()]
+    table = rung_table(shipped)
+    table.insert(0, "seed", [recipes.seed_of(name) for name in shipped])
+    table["in regime"] = [in_regime(row, bands) for _, row in table.iterrows()]
+    table["distance"] = [regime_distance(row, bands) for _, row in table.iterrows()]
+    return table
+
+
+def replicate_sentence(table: pd.DataFrame) -> str:
+    """"n of m seeds in the regime", with the replicates not shipped yet named."""
+    pending = [name for name in recipes.REGIME if name not in table.index]
+    return (f"{int(table['in regime'].sum())} of {len(table)} shipped seeds are in the regime"
+            + (f" ({', '.join(pending)} not trained yet: make train-regime)" if pending else ""))
+
+
+def replicates_figure(names: list[str], bands: dict, compare: str = "ladder/d256-long"):
+    """nPR(c) and cos(y) of each replicate's EMA weights along training beside ``compare``'s, with the paper's
+    bands; returns the figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, key, label in zip(axes, ("npr_c", "cos_y"), ("nPR(c)", "cos(y)")):
+        ax.axhspan(*bands[key], color="0.85")
+        for name in [*names, compare]:
+            log = train.read_log(CHECKPOINT_DIR / name / "train_log.csv", shipped_fix(name))
+            ax.plot(log["step"], log[f"{key}_ema"], label=name.split("/")[1], color="0.4" if name == compare else None,
+                    linestyle=":" if name == compare else "-")
+        ax.set(xlabel="training step", title=label)
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
