@@ -63,8 +63,9 @@ def integrate(bundle, x, cfg=CFG, num_steps=2, generators=None, **options):
 
 
 def close(got, expected):
-    # the same float32 ops, batched as CFG batches them (2B rows, not B): BLAS may differ in the last bits
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the same float32 ops, batched as CFG batches them (2B rows, not B): BLAS may differ in the last bits, by up
+    # to 1.3e-5 seen on another CPU of this kind; a wrong step or convention moves the result by far more than 1e-4
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ def test_the_evaluator_path_takes_the_mode(tmp_path):
     assert evaluator.name == "Inception FID (legacy_tensorflow)"
     assert evaluator.reference.source.endswith("(3 images, legacy_tensorflow-mode Inception)")
     features, probs = evaluator.features_of(torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255)
-    np.testing.assert_allclose(features.mean(0), evaluator.reference.mu, rtol=0, atol=1e-6)  # the same images
+    # the same images through the same network, in batches of another size: float32 rounding only
+    np.testing.assert_allclose(features.mean(0), evaluator.reference.mu, rtol=0, atol=1e-5)
     assert probs is None
 
 

@@ -40,8 +40,9 @@ def test_one_step_equals_the_hand_computed_update(sit, method):
         expected = x0 + (v0 + guided_velocity(bundle, x0 + v0, 1.0, labels, cfg)) / 2
     with torch.no_grad():
         got = sampling._integrate_flow(bundle, x0, labels, cfg, None)
-    # the same float32 ops, batched as CFG batches them (2B rows, not B): BLAS may differ in the last bits
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the same float32 ops, batched as CFG batches them (2B rows, not B): BLAS may differ in the last bits, by up
+    # to 1.3e-5 seen on another CPU of this kind; a wrong step or convention moves the result by far more than 1e-4
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_repa_runs_from_noise_at_one_to_data_at_zero():
