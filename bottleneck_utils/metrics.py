@@ -500,12 +500,16 @@ class Evaluator:
         reference: the real side.
         features_of: images (N, C, H, W) in [0, 1] → (features (N, f), probs (N, K) or None).
         k: neighbours of the precision/recall manifolds.
+        feature_network: the network behind ``features_of``, in words (a sampler card's ``feature_network``).
+        fid_mode: clean-fid's mode of an Inception FID (:data:`features.FID_MODES`); None for other networks.
     """
 
     name: str
     reference: Reference
     features_of: object
     k: int = 3
+    feature_network: str = "unnamed"
+    fid_mode: str | None = None
 
     def sample_set(self, images: torch.Tensor, labels) -> SampleSet:
         features, probs = self.features_of(images)
@@ -538,5 +542,6 @@ def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: i
     reference = load_reference(source, extractor, device, batch_size, fid_mode)
     name = "Inception FID" if fid_mode == "clean" else f"Inception FID ({fid_mode})"
     return Evaluator(name, reference, lambda images: (
-        extractors.inception_features(images, extractor, device, batch_size, mode=fid_mode), None), k)
+        extractors.inception_features(images, extractor, device, batch_size, mode=fid_mode), None), k,
+        "Inception-v3 (clean-fid's weights, 2048-d pool features)", fid_mode)
 

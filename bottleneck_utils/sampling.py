@@ -13,17 +13,22 @@ Sharded sampling, as in DiT's ``sample_ddp.py``: under ``torchrun`` every rank s
 the labels and writes its PNGs, or its shard of the ``.npz``, which rank 0 merges into one file::
 
     torchrun --nproc_per_node=8 -m bottleneck_utils.sampling facebook/DiT-XL-2-256 --num-samples 5000 \\
-        --device cuda --autocast bfloat16 --npz samples/baseline.npz [--mask tail --tau 0.01 --schedule every]
+        --device cuda --npz samples/baseline.npz [--mask tail --tau 0.01 --schedule every]
 
-Every ``.npz`` is written to a temporary file and renamed, so an interrupted run never leaves a half-written one.
+On cuda the transformer runs under bfloat16 autocast unless ``--autocast`` says otherwise (``none``: float32, its
+matmuls in TF32); on the CPU in float32. Every ``.npz`` holds the run's :func:`sampler_card` (key ``sampler_card``,
+a JSON string: ``json.loads(str(np.load(path)["sampler_card"]))``), and is written to a temporary file and renamed,
+so an interrupted run never leaves a half-written one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import inspect
+import json
 import math
 import numbers
 import os
@@ -36,9 +41,11 @@ from tqdm.auto import tqdm
 
 from bottleneck_utils import flow, masks
 from bottleneck_utils.embeddings import check_labels
+from bottleneck_utils.features import FID_MODES
 from bottleneck_utils.flow import FlowODE
 from bottleneck_utils.images import atomic_savez, check_int, check_output_dir, check_output_file, save_npz, write_pngs
 from bottleneck_utils.models import Bundle, load, resolve_dtype
+from bottleneck_utils.provenance import SAMPLER_CARD_KEYS
 
 # ---------------------------------------------------------------------------------------------------
 #                            Each family's own sampler (the upstream scripts)
@@ -469,6 +476,122 @@ def sample(
 
 
 # ---------------------------------------------------------------------------------------------------
+#                        The sampler card: what a sample-based number was sampled with
+# ---------------------------------------------------------------------------------------------------
+
+def sampler_card(bundle: Bundle, *, num_samples: int, num_steps: int, cfg_scale: float, family: str | None = None,
+                 solver: str | None = None, guidance_interval=None, cfg_channels: int | None = None,
+                 shift: float | None = None, autocast: str | None = None, feature_network: str | None = None,
+                 fid_mode: str | None = None) -> dict:
+    """The sampler card of a sample-based number: what :func:`sample` runs with these arguments, resolved as it
+    resolves them (:func:`sampler_conventions`), and how the samples were scored.
+
+    Every sample-based number of the book carries one (``report.provenance(..., sampler_cards=...)``,
+    ``report.glue_sampled``), and the sampling CLI stores one in its ``.npz`` (key ``sampler_card``, JSON).
+
+    Args:
+        bundle: the model sampled.
+        num_samples: samples behind the number (per setting).
+        num_steps, cfg_scale, family, solver, guidance_interval, cfg_channels, shift: as passed to :func:`sample`.
+        autocast: as passed to :func:`sample` (None, ``"float32"``, ``"bfloat16"``, ``"float16"``), or a chapter's
+            ``"auto"``/``"none"`` (:func:`resolve_autocast` on the bundle's device).
+        feature_network: the network the samples were scored with (``metrics.Evaluator.feature_network``); None
+            where no feature network scores them (e.g. the Ising energies).
+        fid_mode: clean-fid's mode of an Inception FID (``features.FID_MODES``); None for other metrics.
+
+    Returns:
+        A JSON-ready dict with the keys :data:`SAMPLER_CARD_KEYS`: ``family`` (None: the package's sampler) and
+        ``sampler`` (the script its conventions come from); ``time`` ("ddpm" or "flow"); ``solver`` (a DDPM-time
+        model's scheduler, e.g. "ddim", whatever the family; a flow model's integrator); ``nfe``, the network
+        evaluations per sample, a CFG step counting 2 and a Heun step 2 (None under the adaptive dopri5);
+        ``guided`` (False where the scale switches CFG off: ``guidance_interval``, ``cfg_channels`` are then None);
+        ``guidance_interval`` (flow models; None on a DDPM-time model, guided at every step); ``cfg_channels`` of
+        ``channels`` guided; ``shift`` (flow models); ``weights``, ``transformer_precision`` (the autocast dtype,
+        else the weights'), ``tf32_matmul`` (on cuda at float32: whether matmuls run in TF32; None elsewhere),
+        ``vae_precision`` (None for a pixel-space model).
+
+    Raises:
+        ValueError: anything :func:`sample` would refuse (steps, scale, autocast, family and its options), a
+            ``num_samples`` below 1, an empty ``feature_network`` or an unknown ``fid_mode``, or a ``fid_mode``
+            without a feature network; each in one line naming the fix.
+        ModuleNotFoundError: ``solver="dopri5"`` without torchdiffeq.
+    """
+    check_int("num_samples", num_samples, 1)
+    if not isinstance(autocast, torch.dtype) and autocast not in (None, "float32", "bfloat16", "float16",
+                                                                  *AUTOCAST_CHOICES):
+        raise ValueError(f"autocast must be what sample() takes (None, 'float32', 'bfloat16', 'float16') or a "
+                         f"chapter's {', '.join(AUTOCAST_CHOICES)}, got {autocast!r}")
+    if autocast in AUTOCAST_CHOICES:
+        autocast = resolve_autocast(autocast, bundle.device.type)
+    _check_sampling_inputs(bundle, num_steps, 1, cfg_scale, 0, 0, None, "every", autocast)
+    conventions = sampler_conventions(bundle, family, solver=solver, guidance_interval=guidance_interval, shift=shift,
+                                      cfg_channels=cfg_channels)
+    _check_use(conventions, family, cfg_scale, None, masks.as_schedule("every"))
+    _check_scoring(feature_network, fid_mode)
+    is_flow, guided = isinstance(bundle.scheduler, FlowODE), conventions.scale(cfg_scale) is not None
+    channels = bundle.transformer.config.in_channels
+    computes = bundle.dtype if autocast is None else resolve_dtype(autocast)
+    on_cuda_float32 = bundle.device.type == "cuda" and computes == torch.float32
+    card = {
+        "model": bundle.name, "device": str(bundle.device), "family": family, "sampler": conventions.source,
+        "time": "flow" if is_flow else "ddpm", "solver": _solver_name(bundle, conventions), "num_steps": num_steps,
+        "nfe": _function_evaluations(bundle, conventions, num_steps, guided), "cfg_scale": float(cfg_scale),
+        "guided": guided,
+        "guidance_interval": list(conventions.guidance_interval) if guided and is_flow else None,
+        "cfg_channels": (conventions.cfg_channels or channels) if guided else None, "channels": channels,
+        "shift": (conventions.shift if conventions.shift is not None else bundle.scheduler.shift) if is_flow else None,
+        "weights": _dtype_name(bundle.dtype), "transformer_precision": _dtype_name(computes),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if on_cuda_float32 else None,
+        "vae_precision": None if bundle.vae is None else _dtype_name(next(bundle.vae.parameters()).dtype),
+        "num_samples": num_samples, "feature_network": feature_network, "fid_mode": fid_mode,
+    }
+    return {key: card[key] for key in SAMPLER_CARD_KEYS}
+
+
+def _check_scoring(feature_network, fid_mode) -> None:
+    if feature_network is not None and not (isinstance(feature_network, str) and feature_network.strip()):
+        raise ValueError(f"feature_network must name the network that scored the samples (e.g. evaluator."
+                         f"feature_network) or be None (no feature network), got {feature_network!r}")
+    if fid_mode is not None and fid_mode not in FID_MODES:
+        raise ValueError(f"fid_mode must be one of {FID_MODES} (an Inception FID's clean-fid mode) or None, got "
+                         f"{fid_mode!r}")
+    if fid_mode is not None and feature_network is None:
+        raise ValueError(f"fid_mode {fid_mode!r} describes an Inception FID: pass feature_network= too (e.g. "
+                         "evaluator.feature_network)")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _solver_name(bundle: Bundle, conventions: Conventions) -> str:
+    """The flow integrator that runs, or a DDPM-time scheduler's name ("ddim" for a DDIMScheduler)."""
+    if isinstance(bundle.scheduler, FlowODE):
+        return conventions.solver or bundle.scheduler.method
+    return type(bundle.scheduler).__name__.removesuffix("Scheduler").lower()
+
+
+def _function_evaluations(bundle: Bundle, conventions: Conventions, num_steps: int, guided: bool) -> int | None:
+    """Network evaluations per sample, as :func:`sample` runs them: one per scheduler timestep (DDPM time) or per
+    velocity call (flow: Heun corrects with a second one), doubled where CFG applies; None under dopri5."""
+    if not isinstance(bundle.scheduler, FlowODE):
+        scheduler = copy.deepcopy(bundle.scheduler)  # the bundle's own keeps its timesteps
+        scheduler.set_timesteps(num_steps)
+        return len(scheduler.timesteps) * (2 if guided else 1)
+    if conventions.solver == "dopri5":
+        return None
+    own = bundle.scheduler
+    ode = FlowODE(own.noise_time, conventions.solver or own.method,
+                  own.shift if conventions.shift is None else conventions.shift)
+    ode.set_timesteps(num_steps)
+    last, total = len(ode.grid) - 2, 0
+    for i in range(last + 1):
+        calls = 2 if ode.method == "heun" or ode.method == "repa-heun" and i < last else 1
+        total += calls * (2 if guided and conventions.guides_at(float(ode.grid64[i])) else 1)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------
 #                                   Writing images: PNG folders and .npz
 # ---------------------------------------------------------------------------------------------------
 
@@ -499,23 +622,27 @@ def _shard_path(path: Path, rank: int, world_size: int) -> Path:
     return path.with_name(f".{path.stem}.shard{rank:04d}-of-{world_size:04d}.npz")
 
 
-def merge_npz_shards(path: str | Path, world_size: int) -> Path:
-    """Concatenates the ranks' shards into ``path`` in rank order (atomically) and deletes them."""
+def merge_npz_shards(path: str | Path, world_size: int, card: dict | None = None) -> Path:
+    """Concatenates the ranks' shards into ``path`` in rank order (atomically) and deletes them; ``card`` (a
+    :func:`sampler_card`) is stored beside them as the JSON string ``sampler_card``."""
     path = Path(path)
     shards = [_shard_path(path, rank, world_size) for rank in range(world_size)]
     missing = [str(shard) for shard in shards if not shard.is_file()]
     if missing:
         raise FileNotFoundError(f"shards {missing} are missing; a rank did not finish")
     parts = [dict(np.load(shard)) for shard in shards]
-    atomic_savez(path, **{key: np.concatenate([part[key] for part in parts]) for key in ("arr_0", "labels", "indices")})
+    arrays = {key: np.concatenate([part[key] for part in parts]) for key in ("arr_0", "labels", "indices")}
+    metadata = {} if card is None else {"sampler_card": np.array(json.dumps(card))}
+    atomic_savez(path, **arrays, **metadata)
     for shard in shards:
         shard.unlink()
     return path
 
 
 def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None,
-                   png_dir: str | Path | None = None, **sample_kwargs) -> torch.Tensor:
-    """Samples this rank's slice of ``labels``; writes PNGs and/or one merged ``.npz`` for all ranks.
+                   png_dir: str | Path | None = None, card: dict | None = None, **sample_kwargs) -> torch.Tensor:
+    """Samples this rank's slice of ``labels``; writes PNGs and/or one merged ``.npz`` for all ranks, with ``card``
+    (the run's :func:`sampler_card`) in it.
 
     Without ``torch.distributed`` initialised it is one rank of one. Each rank's samples keep their global
     indices, so the union over ranks equals a single-process run. Returns this rank's images. Both outputs are
@@ -531,7 +658,7 @@ def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None
         save_npz(images, labels[start:stop], _shard_path(Path(npz_path), rank, world_size), first_index=start)
         _barrier()
         if rank == 0:
-            merge_npz_shards(npz_path, world_size)
+            merge_npz_shards(npz_path, world_size, card)
     _barrier()
     return images
 
@@ -579,7 +706,9 @@ def _parse_args(argv):
     parser.add_argument("--seed", type=_number(int, 0), default=0)
     parser.add_argument("--batch-size", type=_number(int, 1), default=64)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (each rank uses cuda:LOCAL_RANK)")
-    parser.add_argument("--autocast", default=None, choices=["bfloat16", "float16"])
+    parser.add_argument("--autocast", default="auto", choices=AUTOCAST_CHOICES,
+                        help="transformer precision: auto is bfloat16 on cuda (none: float32 with TF32 matmuls) and "
+                             "float32 on the CPU")
     parser.add_argument("--npz", default=None, help="write all samples into this .npz")
     parser.add_argument("--png-dir", default=None, help="write every sample as a PNG into this folder")
     parser.add_argument("--mask", default="none", choices=["none", "tail", "head", "topk"])
@@ -641,6 +770,14 @@ def _check_sampler_args(parser: argparse.ArgumentParser, args) -> None:
     args.cfg = defaults.cfg_scale if args.cfg is None else args.cfg
 
 
+def cli_precision(autocast: str, device: str) -> tuple[str | None, bool]:
+    """The CLI's ``--autocast`` on ``device`` as (the autocast :func:`sample` takes, whether to switch on TF32):
+    bfloat16 on cuda by default; float32 on cuda (``none``) with TF32 matmuls, as the families' own scripts run;
+    float32 on the CPU (no TF32 there). See :func:`resolve_autocast`."""
+    resolved = resolve_autocast(autocast, device)
+    return resolved, str(device).startswith("cuda") and resolved is None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     device = args.device
@@ -649,16 +786,22 @@ def main(argv: list[str] | None = None) -> None:
             device = f"cuda:{os.environ['LOCAL_RANK']}"
             torch.cuda.set_device(device)  # NCCL's barrier uses the current device
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    autocast, tf32 = cli_precision(args.autocast, device)
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
         bundle = load(args.model, device=device)
         schedule = masks.Schedule(args.schedule, args.k if args.schedule == "last" else None)
         mask = _cli_mask(bundle, args)
         labels = balanced_labels(bundle.num_classes, args.num_samples)
-        sample_sharded(bundle, labels, npz_path=args.npz, png_dir=args.png_dir, num_steps=args.steps,
+        options = {"family": args.family, "solver": args.solver, "guidance_interval": args.guidance_interval,
+                   "shift": args.shift, "cfg_channels": args.cfg_channels}
+        card = sampler_card(bundle, num_samples=args.num_samples, num_steps=args.steps, cfg_scale=args.cfg,
+                            autocast=autocast, **options)
+        sample_sharded(bundle, labels, npz_path=args.npz, png_dir=args.png_dir, card=card, num_steps=args.steps,
                        cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size, mask=mask,
-                       schedule=schedule, null_policy=args.null_policy, autocast=args.autocast,
-                       progress=_rank_and_world()[0] == 0, family=args.family, solver=args.solver,
-                       guidance_interval=args.guidance_interval, shift=args.shift, cfg_channels=args.cfg_channels)
+                       schedule=schedule, null_policy=args.null_policy, autocast=autocast,
+                       progress=_rank_and_world()[0] == 0, **options)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -14,11 +14,12 @@ import math
 import operator
 from pathlib import Path
 
-from bottleneck_utils.provenance import git_commit, hardware, package_versions
+from bottleneck_utils.provenance import SAMPLER_CARD_KEYS, git_commit, hardware, package_versions
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout (the book exists only there)
 BOOK_DIR = ROOT / "book"
 PROVENANCE_KEY = "bottleneck_provenance"
+SAMPLED_KEY = "bottleneck_sampled"  # output metadata of a glue_sampled value: its name and its card's label
 INJECTED = "# Parameters"  # how papermill's injected cell starts
 # How far the glued values move between machines: observed, not computed by the book. One MNIST-FID was 56.53999
 # on one machine and 56.53919 on another (another CPU, BLAS and thread count), a relative change of about 1.4e-5.
@@ -270,30 +271,113 @@ def verdict_table(rows: list[dict], caption: str):
 # ---------------------------------------------------------------------------------------------------
 
 
-def provenance(bundle, parameters: dict) -> dict:
-    """Displays and returns what produced this notebook: parameters, versions, model sha256, code commit, hardware.
+_SESSION_CARDS: dict[str, dict] = {}  # this kernel's chapter: the sampler cards its provenance call declared
 
-    Each field is shown once: the model by its resolved name, then every other parameter.
+
+def provenance(bundle, parameters: dict, sampler_cards: dict[str, dict] | None = None) -> dict:
+    """Displays and returns what produced this notebook: parameters, versions, model sha256, code commit, hardware,
+    and the sampler card of every sampling configuration behind its numbers.
+
+    Each field is shown once: the model by its resolved name, then every other parameter, then one row per card.
+    The cards are this chapter's for :func:`glue_sampled`, which glues a number computed from samples naming one;
+    ``tools/book.py execute`` adds those names to the record (``sampled_glues``, :func:`lift_provenance`).
+
+    Args:
+        bundle: the chapter's model.
+        parameters: the chapter's parameters.
+        sampler_cards: label → :func:`bottleneck_utils.sampling.sampler_card`, one per sampling configuration the
+            chapter's numbers come from (a chapter that samples must pass at least one; a test reads every notebook).
+
+    Raises:
+        ValueError: a label that is not a non-empty string, or a card that :func:`sampler_card` did not build.
+        TypeError: ``sampler_cards`` is not a dict.
     """
     from IPython.display import Markdown, display
 
+    cards = check_sampler_cards(sampler_cards or {})
     record = {"parameters": parameters, "model": bundle.name, "model_sha256": bundle.sha256,
-              "git_commit": git_commit(), "hardware": hardware(), "packages": package_versions()}
+              "git_commit": git_commit(), "hardware": hardware(), "packages": package_versions(),
+              "sampler_cards": cards, "sampled_glues": {}}
     rows = [f"| model | `{bundle.name}` |", f"| model sha256 | `{bundle.sha256}` |",
             f"| code commit that produced these outputs | `{record['git_commit']}` |",
             *(f"| {key} | `{value}` |" for key, value in record["hardware"].items()),
-            *(f"| {key} | `{value!r}` |" for key, value in parameters.items() if key != "model")]
+            *(f"| {key} | `{value!r}` |" for key, value in parameters.items() if key != "model"),
+            *(f"| sampler card: {label} | {card_text(card)} |" for label, card in cards.items())]
+    _SESSION_CARDS.clear()
+    _SESSION_CARDS.update(cards)
     display(Markdown("| provenance | |\n|---|---|\n" + "\n".join(rows)), metadata={PROVENANCE_KEY: record})
     return record
 
 
+def check_sampler_cards(cards: dict) -> dict[str, dict]:
+    """``cards`` (label → sampler card) as plain dicts, or a one-line error naming the fix (TypeError: not a dict)."""
+    if not isinstance(cards, dict):
+        raise TypeError(f"sampler_cards must be a dict label → sampling.sampler_card(...), got {type(cards).__name__}")
+    for label, card in cards.items():
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"each sampler card needs a non-empty label (str), got {label!r}")
+        if not isinstance(card, dict) or tuple(card) != SAMPLER_CARD_KEYS:
+            raise ValueError(f"sampler card {label!r} was not built by bottleneck_utils.sampling.sampler_card (its keys "
+                             f"are {SAMPLER_CARD_KEYS}): build it with sampler_card(bundle, num_samples=..., "
+                             "num_steps=..., cfg_scale=..., ...)")
+    return {label: dict(card) for label, card in cards.items()}
+
+
+def card_text(card: dict) -> str:
+    """One line of a sampler card: solver, steps and NFE, CFG, precision, samples and the feature network."""
+    family = "package sampler" if card["family"] is None else f"family {card['family']}"
+    nfe = "adaptive NFE" if card["nfe"] is None else f"NFE {card['nfe']}"
+    if card["guided"]:
+        interval = "" if card["guidance_interval"] is None else " for t in [{:g}, {:g}]".format(*card["guidance_interval"])
+        cfg = f"CFG {card['cfg_scale']:g} on {card['cfg_channels']} of {card['channels']} channels{interval}"
+    else:
+        cfg = f"no CFG (scale {card['cfg_scale']:g})"
+    shift = "" if card["shift"] in (None, 1.0) else f", shift {card['shift']:g}"
+    precision = f"transformer {card['transformer_precision']}" + (" (TF32 matmuls)" if card["tf32_matmul"] else "")
+    precision += "" if card["vae_precision"] is None else f", VAE {card['vae_precision']}"
+    scored = "no feature network" if card["feature_network"] is None else card["feature_network"]
+    scored += "" if card["fid_mode"] is None else f", FID mode {card['fid_mode']}"
+    return (f"{card['model']} on {card['device']}: {family}, {card['solver']}, {card['num_steps']} steps ({nfe}), "
+            f"{cfg}{shift}; {precision}; {card['num_samples']:,} samples; {scored}")
+
+
+def glue_sampled(name: str, value, card, display: bool = False) -> None:
+    """myst-nb's ``glue`` for a number computed from samples: it names the sampler card it came from.
+
+    The card must be one this chapter's :func:`provenance` declared (by its label, or the card itself). The glued
+    output carries ``{name, card label}`` in its metadata (:data:`SAMPLED_KEY`), which :func:`lift_provenance` lists
+    in the chapter's record (``sampled_glues``). A test refuses a sampling chapter that glues a value computed from
+    samples with plain ``glue``.
+
+    Raises:
+        ValueError: the card is not among this chapter's provenance cards (or no provenance declared any).
+    """
+    import IPython.core.formatters
+    from IPython.display import display as show
+    from myst_nb.ext.glue import GLUE_PREFIX
+
+    label = card if isinstance(card, str) else next((key for key, known in _SESSION_CARDS.items() if known == card),
+                                                    None)
+    if label not in _SESSION_CARDS:
+        known = sorted(_SESSION_CARDS) or "none"
+        shown = repr(card) if isinstance(card, str) else "this card"
+        raise ValueError(f"glue_sampled({name!r}): {shown} is not among this chapter's sampler cards ({known}): pass "
+                         "it to report.provenance(..., sampler_cards={label: sampling.sampler_card(...)})")
+    mimebundle, metadata = IPython.core.formatters.format_display_data(value)
+    prefix = "" if display else GLUE_PREFIX
+    metadata |= {"scrapbook": {"name": name, "mime_prefix": prefix}, SAMPLED_KEY: {"name": name, "card": label}}
+    show({prefix + key: data for key, data in mimebundle.items()}, raw=True, metadata=metadata)
+
+
 def lift_provenance(notebook) -> None:
-    """Copies the record that :func:`provenance` attached to an output into the notebook's own metadata."""
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if PROVENANCE_KEY in output.get("metadata", {}):
-                notebook.metadata[PROVENANCE_KEY] = output["metadata"][PROVENANCE_KEY]
-                return
+    """Copies the record that :func:`provenance` attached to an output into the notebook's own metadata, with the
+    name and card label of every value :func:`glue_sampled` glued (``sampled_glues``)."""
+    outputs = [output.get("metadata", {}) for cell in notebook.cells for output in cell.get("outputs", [])]
+    record = next((metadata[PROVENANCE_KEY] for metadata in outputs if PROVENANCE_KEY in metadata), None)
+    if record is not None:
+        sampled = {metadata[SAMPLED_KEY]["name"]: metadata[SAMPLED_KEY]["card"] for metadata in outputs
+                   if SAMPLED_KEY in metadata}
+        notebook.metadata[PROVENANCE_KEY] = dict(record) | {"sampled_glues": sampled}
 
 
 def chapters() -> list[str]:

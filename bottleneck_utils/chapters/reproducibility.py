@@ -7,9 +7,28 @@ import pandas as pd
 
 from bottleneck_utils import integrity
 from bottleneck_utils.integrity import CHECKPOINT_DIR
+from bottleneck_utils.provenance import SAMPLER_CARD_KEYS
 
 PARAMETERS = {"model": str, "device": str}
 TRAINED = ("ladder", "regime")  # the checkpoint folders whose organisms carry a training provenance record
+
+
+def sampler_cards(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per (chapter, card label) of the chapters' provenance ``records`` (:func:`report.chapter_provenance`):
+    the card's fields (:data:`provenance.SAMPLER_CARD_KEYS`) and the names the chapter glued from it
+    (:func:`report.glue_sampled`). A chapter that samples nothing has no row; a record executed before the cards
+    existed has none either."""
+    rows = {}
+    for chapter, record in records.items():
+        glued = record.get("sampled_glues", {})
+        for label, card in record.get("sampler_cards", {}).items():
+            names = sorted(name for name, used in glued.items() if used == label)
+            rows[(chapter, label)] = {**{key: "—" if value is None else str(value) for key, value in card.items()},
+                                      "glued values": ", ".join(names) or "—"}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[*SAMPLER_CARD_KEYS, "glued values"])
+    if rows:
+        table.index = pd.MultiIndex.from_tuples(table.index, names=["chapter", "card"])
+    return table
 
 
 def rung_provenance() -> pd.DataFrame:

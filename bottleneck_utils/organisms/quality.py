@@ -82,7 +82,8 @@ def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu", k: int = 3) -> Eval
     features, _ = classifier.classifier_outputs(model, classifier.downsample(images))  # (10000, 128)
     subset = np.random.default_rng(seed).choice(len(features), n_kid, replace=False)
     reference = Reference.from_features(features, "MNIST test set (10,000 digits, 14×14)", features[subset])
-    return Evaluator("MNIST-FID", reference, lambda images: classifier.classifier_outputs(model, images), k)
+    return Evaluator("MNIST-FID", reference, lambda images: classifier.classifier_outputs(model, images), k,
+                     f"the MNIST classifier ({features.shape[1]}-d features)")
 
 
 def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, seed: int = 0, device="cpu",
