@@ -155,7 +155,7 @@ def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
 
 # A number each chapter glues on its own, and the verdict row that must test exactly that number.
 VERDICT_SOURCES = {
-    "similarity": ("precondition: c is aligned", "cos_c"),
+    "similarity": ("precondition: c is sparse", "npr_c"),
     "head_tail": ("precondition: c is sparse", "npr_c"),
     "training_dynamics": ("the nPR of c ends in the sparse regime", "end_npr"),
     "continuous": ("precondition: the organism follows T: rank correlation", "spearman"),

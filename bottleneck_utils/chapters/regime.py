@@ -216,6 +216,32 @@ def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
                                     value=float(row["cos_y"]), op=">=", bar=bands["cos_y"][0])]
 
 
+def verdicts_beside(rows_by_model: dict[str, list[dict]]) -> pd.DataFrame:
+    """The same verdict rows judged on several models, side by side: one row per claim (preconditions first, in the
+    first model's order), the paper's column, then one column per model, "ours → verdict".
+
+    The first model is the judged one; the others are shown beside it (a seed replicate, the small-model contrast).
+    A precondition statistic stays a precondition on every model: where it is unmet, the claims that require it
+    read "not testable here", never "not reproduced".
+
+    Raises:
+        ValueError: a model's rows break the rule, or name other claims than the first model's.
+    """
+    names = list(rows_by_model)
+    claims_of = {name: [row["claim"] for row in rows] for name, rows in rows_by_model.items()}
+    for name, rows in rows_by_model.items():
+        problems = report.rule_violations(rows)
+        if problems:
+            raise ValueError(f"{name}: verdicts that do not follow the rule: " + "; ".join(problems))
+        if claims_of[name] != claims_of[names[0]]:
+            raise ValueError(f"{name} is judged on other claims than {names[0]}")
+    first = rows_by_model[names[0]]
+    table = pd.DataFrame({"claim": [row["claim"] for row in first], "paper": [row["paper"] for row in first],
+                          **{name: [f"{row['ours']} → {row['verdict']}" for row in rows]
+                             for name, rows in rows_by_model.items()}})
+    return table.set_index("claim")
+
+
 def claims(table: pd.DataFrame, closest: str, pruned: dict[str, pd.DataFrame], bands: dict,
            base: str = "ladder/c10") -> tuple[list[dict], list[str]]:
     """The chapter's verdict rows: the preconditions of ``closest`` (its ``table`` row, :func:`precondition_rows`)
