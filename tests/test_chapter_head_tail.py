@@ -2,14 +2,17 @@
 threshold sweep, the variance across classes, the class probe, its figures and its verdict rows, on a tiny random
 bundle and on fabricated results."""
 
+import ast
+
 import jupytext
 import matplotlib
 import pytest
 import torch
 
 from bottleneck_utils import stats
-from bottleneck_utils.chapters import head_tail, report
+from bottleneck_utils.chapters import head_tail, regime, report
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
+from tests.conftest import tiny_bundle
 from tools import book
 
 matplotlib.use("Agg")
@@ -25,6 +28,13 @@ def test_parameters_cell_assigns_exactly_the_spec():
 def test_every_paper_value_is_quoted_by_the_prose():
     prose = SOURCE.read_text()
     assert all(f"{{glue:text}}`{name}" in prose for name in head_tail.paper_values())
+
+
+def test_the_book_judges_the_in_regime_rung_with_mnist_dit_beside_it():
+    cell = next(cell for cell in jupytext.read(SOURCE).cells if "parameters" in cell.metadata.get("tags", []))
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}
+    assert values["model"] in regime.replicate_table(regime.paper_bands()).query("`in regime`").index
+    assert "mnist-dit" in values["beside"] and values["model"] not in values["beside"]
 
 
 @pytest.mark.parametrize("head_share, tail_share", [(0.6, 0.5), (0.0, 0.3), (0.02, 1.0), (-0.1, 0.3)])
@@ -55,6 +65,8 @@ def test_measure_splits_the_mean_vector_into_head_and_tail(bundle):
     assert results["tail_tau"] < results["head_tau"] and results["max_c"] == magnitude.max().item()
     assert results["energy_head"] == pytest.approx((magnitude.topk(2).values ** 2).sum() / (magnitude ** 2).sum())
     assert results["npr_c"] == stats.mean_npr(c).item() and 0 <= results["head_from_t"] <= 2
+    y, t = (conditional_vectors(bundle, timesteps=t0, part=part) for part in ("y", "t"))
+    assert results["cos_y"] == pytest.approx(stats.summary(y, t[0])["cos_y"], rel=1e-6)  # the regime's statistic
     # the paper's thresholds and the sweep
     assert list(results["paper_taus"]["τ"]) == list(head_tail.PAPER_TAUS)
     assert results["s_tail_001"] == stats.tail_fraction(results["c_mean"], 0.01).item()
@@ -82,9 +94,21 @@ def test_figures_have_their_panels(bundle):
         plt.close(figure)
 
 
+def test_measure_models_keeps_the_judged_model_first_and_tabulates_each(bundle):
+    other = tiny_bundle(seed=1)
+    found = head_tail.measure_models({"tiny": bundle, "tiny-1": other}, 10, 0.1, 0.4, 4)
+    assert list(found) == ["tiny", "tiny-1"] and found["tiny-1"]["npr_c"] != found["tiny"]["npr_c"]
+    table = head_tail.beside_table(found)
+    assert list(table.columns) == ["paper", "tiny (outside the regime)", "tiny-1 (outside the regime)"]
+    assert table.loc["nPR(c) at t₀ (mean over classes)", "tiny (outside the regime)"] == f"{found['tiny']['npr_c']:.2%}"
+    assert table.loc["cos(y) at t₀", "paper"] == "0.5194–0.8540 (Table 4)"
+    with pytest.raises(ValueError, match="head_share and tail_share must be in"):
+        head_tail.measure_models({"tiny": bundle}, 10, 0.6, 0.5, 4)
+
+
 def fabricated(**changes) -> dict:
     """Results of a sparse model of the paper's scale whose head carries the class: every claim holds."""
-    return {"npr_c": 0.05, "max_c": 2.0, "s_tail_001": 0.9, "energy_head": 0.8, "n_head": 23, "dims_90": 10,
+    return {"npr_c": 0.05, "cos_y": 0.6, "max_c": 2.0, "s_tail_001": 0.9, "energy_head": 0.8, "n_head": 23, "dims_90": 10,
             "D": 1152, "mean_variance": 0.001, "accuracy": {"full": 0.9, "head only": 0.88, "tail only": 0.12},
             "chance": 0.1} | changes
 
@@ -95,9 +119,12 @@ def by_claim(rows: list[dict]) -> dict[str, str]:
 
 
 def test_claims_reproduced_on_a_model_like_the_papers():
-    verdicts = by_claim(head_tail.claims(fabricated(), 0.02))
-    assert len(verdicts) == 8 and set(verdicts.values()) == {"met", "reproduced"}
+    rows = head_tail.claims(fabricated(), 0.02)
+    verdicts = by_claim(rows)
+    assert len(verdicts) == 9 and set(verdicts.values()) == {"met", "reproduced"}
     assert "the head (top 2% of dims) holds most of the magnitude (§3)" in verdicts
+    # the regime preconditions are the rows every chapter shares
+    assert rows[:2] == regime.precondition_rows(fabricated(), regime.paper_bands())
 
 
 def test_a_tail_that_carries_the_class_is_not_reproduced():
@@ -109,9 +136,34 @@ def test_a_tail_that_carries_the_class_is_not_reproduced():
 
 def test_a_dense_or_small_c_makes_its_claims_untestable():
     verdicts = by_claim(head_tail.claims(fabricated(npr_c=0.5, max_c=0.1), 0.02))
-    assert [v for claim, v in verdicts.items() if claim.startswith("precondition")] == ["unmet", "unmet"]
+    assert [v for claim, v in verdicts.items() if claim.startswith("precondition")] == ["unmet", "met", "unmet"]
     assert {v for claim, v in verdicts.items() if not claim.startswith("precondition")} == {"not testable here"}
     # no margin over chance: the tail's share of it is undefined, so the claim is not judged
     chance_only = by_claim(head_tail.claims(fabricated(accuracy={"full": 0.1, "head only": 0.1, "tail only": 0.1}),
                                             0.02))
     assert chance_only["tail-only loses the class (Fig. 13)"] == "not testable here"
+
+
+def test_an_out_of_regime_model_is_not_testable_never_not_reproduced():
+    """mnist-dit's numbers: a dense c, y alone anti-aligned, the class in the tail. Every test but one would fail,
+    yet each claim is not testable here: the regime is a precondition, not a claim."""
+    mnist_dit = fabricated(npr_c=0.4943, cos_y=-0.0729, max_c=1.412, s_tail_001=0.055, energy_head=0.25, n_head=3,
+                           dims_90=74, D=128, mean_variance=0.0096,
+                           accuracy={"full": 1.0, "head only": 0.115, "tail only": 0.99})
+    rows = head_tail.claims(mnist_dit, 0.02)
+    verdicts = by_claim(rows)
+    assert [row["verdict"] for row in rows if row["kind"] == "precondition"] == ["unmet", "unmet", "met"]
+    assert {row["verdict"] for row in rows if row["kind"] == "claim"} == {"not testable here"}
+    assert "not reproduced" not in verdicts.values()
+    assert sum(not report.holds(row["value"], row["op"], row["bar"]) for row in rows if row["kind"] == "claim") == 6
+    # the same numbers on an in-regime model are judged: the failed tests become "not reproduced"
+    judged = by_claim(head_tail.claims(mnist_dit | {"npr_c": 0.05, "cos_y": 0.6}, 0.02))
+    assert list(judged.values()).count("not reproduced") == 6
+
+
+def test_claims_beside_judge_every_model_by_the_same_rows():
+    table = head_tail.claims_beside({"judged": fabricated(), "small": fabricated(npr_c=0.5, cos_y=-0.07)}, 0.02)
+    assert list(table.columns) == ["paper", "judged", "small"]
+    claims = [claim for claim in table.index if not claim.startswith("precondition")]
+    assert table.loc[claims, "judged"].str.endswith("→ reproduced").all()
+    assert table.loc[claims, "small"].str.endswith("→ not testable here").all()

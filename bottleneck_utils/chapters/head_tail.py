@@ -1,6 +1,10 @@
 """The head-and-tail chapter's measurements: the coordinates of c = y + t at the first sampling step, split into a
 magnitude head and a near-zero tail; the threshold sweep s(τ); the variance across classes; and whether the head or
 the tail carries the class (a nearest-centroid probe and t-SNE views). Also its figures and its verdict rows.
+
+The claims are judged on one model (the book's default: the in-regime recipe's first seed) under the regime
+preconditions every chapter shares (:func:`regime.precondition_rows`); the models shown beside it (a seed replicate,
+``mnist-dit`` as the small-model contrast) are measured and judged by the same rows (:func:`claims_beside`).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import torch
 from sklearn.manifold import TSNE
 
 from bottleneck_utils import stats
-from bottleneck_utils.chapters import paper, plots, report
+from bottleneck_utils.chapters import paper, plots, regime, report
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep
 from bottleneck_utils.models import Bundle
 
 # the notebook's papermill parameters: name → accepted type(s) (report.notebook_parameters reads them)
 PARAMETERS = {"model": str, "device": str, "dtype": str, "seed": int, "family": (str, type(None)),
               "freq_shift": (int, type(None)), "num_steps": int, "head_share": float, "tail_share": float,
-              "probe_timesteps": int, "tsne_points": int}
+              "probe_timesteps": int, "tsne_points": int, "beside": list}
 PAPER_TAUS = (0.01, 0.02, 0.05, 1.0, 5.0)  # the paper's thresholds, applied to this model in a table
 HALF_SHARE, MOST_SHARE = 0.5, 0.9  # the shares of the variance across classes whose dimensions are counted
 
@@ -31,9 +35,12 @@ def check_shares(head_share: float, tail_share: float) -> None:
 
 
 def paper_values() -> dict[str, float]:
-    """The paper's numbers the chapter's prose quotes, by glue name (from ``paper.BARS`` and ``paper.MAGNITUDES``)."""
-    bars = paper.BARS
-    return {"bar_tail_share": bars["tail_share_below_tau"], "bar_tau": bars["tail_tau"],
+    """The paper's numbers the chapter's prose quotes, by glue name (from ``paper.BARS``, ``paper.MAGNITUDES`` and
+    the regime bands, :func:`regime.paper_bands`)."""
+    bars, bands = paper.BARS, regime.paper_bands()
+    return {"paper_npr_low": bands["npr_c"][0], "paper_npr_high": bands["npr_c"][1],
+            "paper_cos_y_low": bands["cos_y"][0],
+            "bar_tail_share": bars["tail_share_below_tau"], "bar_tau": bars["tail_tau"],
             "bar_variance_dims": bars["variance_dims"], "bar_var_low": bars["mean_variance_range"][0],
             "bar_var_high": bars["mean_variance_range"][1],
             "paper_head_low": paper.MAGNITUDES["REPA/SiT head"][0],
@@ -60,10 +67,12 @@ def magnitudes(bundle: Bundle, t0: float, head_share: float, tail_share: float) 
     Returns:
         ``c`` (n, D), ``c_mean`` and ``magnitude`` = |c̄| (D,), ``order`` (coordinates by decreasing magnitude),
         ``D``, ``n_head``, ``n_tail``, ``head_dims``, ``tail_dims``, ``head_tau``, ``tail_tau`` (the smallest head
-        and largest tail magnitude), ``energy_head`` (the head's share of ‖c̄‖²), ``npr_c``, ``max_c`` and
-        ``head_from_t`` (how many head coordinates are also the largest of t alone).
+        and largest tail magnitude), ``energy_head`` (the head's share of ‖c̄‖²), ``npr_c``, ``cos_y`` (the
+        regime's two statistics, :func:`stats.summary`'s keys), ``max_c`` and ``head_from_t`` (how many head
+        coordinates are also the largest of t alone).
     """
     c = conditional_vectors(bundle, timesteps=t0).double().cpu()  # (n, D)
+    y = conditional_vectors(bundle, timesteps=t0, part="y").double().cpu()  # (n, D)
     t_vector = conditional_vectors(bundle, timesteps=t0, part="t")[0].double().cpu()  # (D,)
     c_mean = c.mean(0)  # (D,): the mean vector over classes
     magnitude = c_mean.abs()
@@ -75,7 +84,8 @@ def magnitudes(bundle: Bundle, t0: float, head_share: float, tail_share: float) 
             "n_tail": n_tail, "head_dims": head_dims, "tail_dims": tail_dims,
             "head_tau": magnitude[head_dims].min().item(), "tail_tau": magnitude[tail_dims].max().item(),
             "energy_head": stats.head_energy_share(c_mean, head_share).item(),  # the top n_head's share of ‖c̄‖²
-            "npr_c": stats.mean_npr(c).item(), "max_c": magnitude.max().item(),
+            "npr_c": stats.mean_npr(c).item(), "cos_y": stats.mean_offdiag_cosine(y).item(),
+            "max_c": magnitude.max().item(),
             "head_from_t": len(set(t_vector.abs().argsort(descending=True)[:n_head].tolist())
                                & set(head_dims.tolist()))}
 
@@ -139,14 +149,57 @@ def probe(bundle: Bundle, probe_timesteps: int, head_dims: torch.Tensor, tail_di
 
 
 def measure(bundle: Bundle, num_steps: int, head_share: float, tail_share: float, probe_timesteps: int) -> dict:
-    """Everything the chapter shows, at t₀ of ``num_steps`` sampler steps: the entries of :func:`magnitudes`,
-    :func:`thresholds`, :func:`class_variance` and :func:`probe`, and ``t0``."""
+    """Everything the chapter shows of one model, at t₀ of ``num_steps`` sampler steps: the entries of
+    :func:`magnitudes`, :func:`thresholds`, :func:`class_variance` and :func:`probe`, and ``t0``."""
     check_shares(head_share, tail_share)
     t0 = first_sampling_timestep(bundle, num_steps)
     results = {"t0": t0, **magnitudes(bundle, t0, head_share, tail_share)}
     results |= thresholds(results["c"], results["c_mean"])
     results |= class_variance(results["c"], results["head_dims"])
     return results | probe(bundle, probe_timesteps, results["head_dims"], results["tail_dims"])
+
+
+def measure_models(bundles: dict[str, Bundle], num_steps: int, head_share: float, tail_share: float,
+                   probe_timesteps: int) -> dict[str, dict]:
+    """:func:`measure` of every model, by name, in the given order (the judged model first, then those beside it)."""
+    check_shares(head_share, tail_share)
+    return {name: measure(bundle, num_steps, head_share, tail_share, probe_timesteps) for name, bundle in bundles.items()}
+
+
+def _paper_column() -> dict[str, str]:
+    """The paper's value of each row of :func:`beside_table`, as text (numbers from ``paper`` and the bands)."""
+    bars, bands, magnitudes = paper.BARS, regime.paper_bands(), paper.MAGNITUDES
+    low_head, high_head = magnitudes["REPA/SiT head"]
+    return {"nPR(c) at t₀ (mean over classes)": f"{bands['npr_c'][0]:.2%}–{bands['npr_c'][1]:.2%} (Table 4)",
+            "cos(y) at t₀": f"{bands['cos_y'][0]:.4f}–{bands['cos_y'][1]:.4f} (Table 4)",
+            "max |c̄ᵢ|": f"{magnitudes['DiT-XL/2 max |c_i|']:g} (DiT-XL/2), {low_head:g}–{high_head:g} (REPA/SiT)",
+            f"share of c̄'s coordinates below τ = {bars['tail_tau']}": f"> {bars['tail_share_below_tau']:.0%} (Fig. 11)",
+            "the head's share of ‖c̄‖²": f"≥ {bars['head_energy']:.0%} (reading)",
+            "dims holding 90% of the variance across classes": f"≤ {bars['variance_dims']:.1%} of D (Fig. 9)",
+            "mean variance across classes": f"{bars['mean_variance_range'][0]:.1e} to "
+                                            f"{bars['mean_variance_range'][1]:.1e} (Fig. 9)",
+            "probe accuracy: full, head only, tail only (chance)": "head keeps the clusters, tail loses them "
+                                                                   "(Fig. 13, t-SNE only)"}
+
+
+def _our_column(r: dict) -> list[str]:
+    """One model's values in :func:`beside_table`'s row order."""
+    accuracy = r["accuracy"]
+    return [f"{r['npr_c']:.2%}", f"{r['cos_y']:.4f}", f"{r['max_c']:.3f}", f"{r['s_tail_001']:.1%}",
+            f"{r['energy_head']:.1%} in {r['n_head']} of {r['D']} dims",
+            f"{r['dims_90']} of {r['D']} ({r['dims_90'] / r['D']:.1%})", f"{r['mean_variance']:.2e}",
+            f"{accuracy['full']:.1%}, {accuracy['head only']:.1%}, {accuracy['tail only']:.1%} ({r['chance']:.1%})"]
+
+
+def beside_table(results_by_model: dict[str, dict]) -> pd.DataFrame:
+    """The chapter's numbers on every model beside the paper's: one row per statistic, the paper's column, then one
+    column per model (the judged one first), each marked in or out of the regime (:func:`regime.in_regime`)."""
+    bands, rows = regime.paper_bands(), _paper_column()
+    columns = {"paper": list(rows.values())}
+    for name, results in results_by_model.items():
+        where = "in the regime" if regime.in_regime(results, bands) else "outside the regime"
+        columns[f"{name} ({where})"] = _our_column(results)
+    return pd.DataFrame(columns, index=pd.Index(list(rows), name="statistic"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -221,28 +274,28 @@ def tsne_figure(results: dict, tsne_points: int, seed: int, name: str):
 
 
 def claims(results: dict, head_share: float) -> list[dict]:
-    """The chapter's verdict rows: the sparsity and scale preconditions, then the claims of §3 and Figs. 9–13.
+    """The chapter's verdict rows: the regime preconditions every chapter shares (:func:`regime.precondition_rows`:
+    c is sparse, y alone is aligned) and the scale precondition of an absolute τ, then the claims of §3 and
+    Figs. 9–13, each requiring the regime (and the τ claim its scale too).
 
     Args:
-        results: at least ``npr_c``, ``max_c``, ``s_tail_001``, ``energy_head``, ``n_head``, ``dims_90``, ``D``,
-            ``mean_variance``, ``accuracy`` and ``chance``, as :func:`measure` returns them.
+        results: at least ``npr_c``, ``cos_y``, ``max_c``, ``s_tail_001``, ``energy_head``, ``n_head``,
+            ``dims_90``, ``D``, ``mean_variance``, ``accuracy`` and ``chance``, as :func:`measure` returns them.
         head_share: the head's share of the coordinates, named in the claim.
     """
-    bars, npr_c, max_c = paper.BARS, results["npr_c"], results["max_c"]
+    bars, max_c = paper.BARS, results["max_c"]
     s_tail_001, energy_head, n_head = results["s_tail_001"], results["energy_head"], results["n_head"]
     dims_90, D, mean_variance = results["dims_90"], results["D"], results["mean_variance"]
     accuracy, chance = results["accuracy"], results["chance"]
-    sparse = report.precondition_row(
-        "c is sparse, as in every model of Table 1", paper=f"nPR ≤ {bars['sparse_npr']:.2%} (DiT-XL/2)",
-        ours=f"{npr_c:.2%}", value=npr_c, op="<=", bar=bars["sparse_npr"])
+    sparse = regime.precondition_rows(results, regime.paper_bands())
     scale = report.precondition_row(
         "c has the paper's scale, so its absolute τ transfers", paper=f"max |c̄ᵢ| ≥ {bars['scale_max_c']} (DiT-XL/2)",
         ours=f"{max_c:.3f}", value=max_c, op=">=", bar=bars["scale_max_c"])
     margin = accuracy["full"] - chance
-    return [sparse, scale,
+    return [*sparse, scale,
             report.claim_row(f"most coordinates of the mean vector lie below τ = {bars['tail_tau']} (Fig. 11)",
                              paper=f"> {bars['tail_share_below_tau']:.0%}", ours=f"{s_tail_001:.1%}",
-                             value=s_tail_001, op=">", bar=bars["tail_share_below_tau"], requires=scale),
+                             value=s_tail_001, op=">", bar=bars["tail_share_below_tau"], requires=[*sparse, scale]),
             report.claim_row(f"the head (top {head_share:.0%} of dims) holds most of the magnitude (§3)",
                              paper=f"≥ {bars['head_energy']:.0%} of ‖c̄‖² (reading)",
                              ours=f"{energy_head:.1%} in {n_head} dims", value=energy_head, op=">=",
@@ -264,3 +317,8 @@ def claims(results: dict, head_share: float) -> list[dict]:
                              ours=f"tail {accuracy['tail only']:.1%}, chance {chance:.1%}",
                              value=(accuracy["tail only"] - chance) / margin if margin > 0 else None, op="<",
                              bar=bars["probe_lost"], requires=sparse)]
+
+
+def claims_beside(results_by_model: dict[str, dict], head_share: float) -> pd.DataFrame:
+    """:func:`claims` judged on every model, the judged one first (:func:`regime.verdicts_beside`)."""
+    return regime.verdicts_beside({name: claims(results, head_share) for name, results in results_by_model.items()})
