@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODEL ?= mnist-dit
+MODEL ?=
 CONTINUOUS_MODEL ?= ising-dit
 DEVICE ?= cpu
 SAMPLES ?=
@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 book: execute html          ## execute every notebook on the embedded default, then build the HTML
 
 execute: venv               ## papermill: notebooks/*.md -> book/*.ipynb (MODEL=, CONTINUOUS_MODEL=, DEVICE=, SAMPLES=, JOBS=)
-	$(PY) tools/book.py execute --model $(MODEL) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(JOBS),--jobs $(JOBS))
+	$(PY) tools/book.py execute $(if $(MODEL),--model $(MODEL)) --continuous-model $(CONTINUOUS_MODEL) --device $(DEVICE) $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(JOBS),--jobs $(JOBS))
 
 html: venv                  ## build _build/html from the committed executed notebooks (no execution)
 	$(PY) tools/book.py check

@@ -226,6 +226,14 @@ def test_execute_command_gives_each_chapter_its_model_and_declared_parameters(mo
                      ("continuous", {"model": "ising-dit", "device": "cpu", "n_samples": 30})]
 
 
+def test_without_a_model_each_chapter_runs_on_its_own_default(monkeypatch):
+    """make book names no model: the similarity and head-tail chapters judge their in-regime default, not mnist-dit."""
+    calls = []
+    monkeypatch.setattr(book, "execute", lambda name, parameters: calls.append((name, parameters)) or name)
+    book.main(["execute", "--only", "similarity", "head_tail", "--jobs", "1"])
+    assert calls == [("similarity", {"device": "cpu"}), ("head_tail", {"device": "cpu"})]
+
+
 def record_threads(name, parameters):
     """A stand-in for ``book.execute`` in pool workers: writes the chapter's thread setting and its start time."""
     out = Path(parameters["out"])

@@ -6,7 +6,8 @@
     python tools/book.py glue-diff [--base REV] [NAME ...]
 
 ``execute`` checks every model name and the device before the first chapter runs, gives each chapter only the
-parameters it declares (and refuses a parameter no selected chapter declares), and writes each executed notebook
+parameters it declares (and refuses a parameter no selected chapter declares; ``--model`` only where it is given,
+otherwise each chapter runs on its own default model), and writes each executed notebook
 through a ``.partial.ipynb`` that is removed if the chapter fails. On a CPU it runs two chapters at a time, each
 kernel at one thread (``--jobs``): the chapters' models are small, so two one-thread kernels finish the book sooner
 than one two-thread kernel; the appendix waits for the others. ``check`` needs only jupytext and nbformat. ``glue-diff`` compares the values each executed chapter glues
@@ -142,13 +143,14 @@ def chapter_parameters(args) -> dict[str, dict]:
     from bottleneck_utils import models
 
     models.resolve_device(args.device)
-    for model in {args.continuous_model if name in CONTINUOUS_CHAPTERS else args.model for name in args.only}:
+    named = {args.continuous_model if name in CONTINUOUS_CHAPTERS else args.model for name in args.only}
+    for model in named - {None}:  # no --model: each class chapter's own default
         models.check_model(model)
     plans = {}
     for name in args.only:
         declared = declared_parameters(jupytext.read(SOURCES / f"{name}.md"))
         model = args.continuous_model if name in CONTINUOUS_CHAPTERS else args.model
-        plans[name] = {"device": args.device} | ({"model": model} if "model" in declared else {})
+        plans[name] = {"device": args.device} | ({"model": model} if model is not None and "model" in declared else {})
         if args.samples is not None and "n_samples" in declared:
             plans[name]["n_samples"] = args.samples
     if args.samples is not None and not any("n_samples" in plan for plan in plans.values()):
@@ -233,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="execute the notebooks with papermill into book/")
-    run.add_argument("--model", default="mnist-dit", help="class-conditional model of the class chapters")
+    run.add_argument("--model", default=None,
+                     help="class-conditional model of the class chapters (default: each chapter's own, e.g. the "
+                          "in-regime rung of the similarity and head-tail chapters)")
     run.add_argument("--continuous-model", default="ising-dit",
                      help=f"continuous-condition model of {sorted(CONTINUOUS_CHAPTERS)}")
     run.add_argument("--device", default="cpu")
