@@ -1,6 +1,7 @@
 """The class-conditioned U-Net family: c = time_embedding(time_proj(t)) + class_embedding(y), hooked like DiT's c."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -99,12 +100,29 @@ def test_a_saved_unet_run_loads_and_samples(tmp_path):
 
 def test_the_mnist_recipe_is_mnist_dits_budget_on_a_14x14_unet():
     dit, net = recipes.MNIST_DIT.as_dict(), recipes.MNIST_UNET.as_dict()
-    assert {key for key in dit if dit[key] != net[key]} == {"transformer", "unet", "family"}
+    assert {key for key in dit if dit[key] != net[key]} == {"transformer", "unet", "family", "class_table_std"}
     model = unet.build_unet(recipes.MNIST_UNET.unet, seed=0).eval()
     x = torch.randn(2, 1, 14, 14)
     with torch.no_grad():
         assert model(x, torch.tensor([999, 0]), torch.tensor([3, 10])).sample.shape == (2, 1, 14, 14)
     assert (model.num_classes, model.embedder.timestep_embedder.linear_2.out_features) == (10, 128)
+
+
+def test_the_mnist_unet_recipe_starts_its_class_table_as_dits_and_the_shipped_one_predates_it():
+    recipe = recipes.MNIST_UNET
+    assert recipe.class_table_std == train.EMBEDDING_INIT_STD == 0.02
+    table = train.build_model(recipe, seed=0).unet.class_embedding.weight.detach().double()  # (11, 128)
+    assert table.std().item() == pytest.approx(0.02, rel=0.05)  # 1408 draws: the sd of the estimate is ~2%
+    default = unet.build_unet(recipe.unet, seed=0).unet.class_embedding.weight.detach().double()
+    assert default.std().item() == pytest.approx(1.0, rel=0.05)  # diffusers' N(0, 1)
+    same = unet.build_unet(recipe.unet, seed=0, class_table_std=0.02)
+    assert torch.equal(same.unet.conv_in.weight, unet.build_unet(recipe.unet, seed=0).unet.conv_in.weight)  # only the table
+    shipped, meta = train.saved_run(train.CHECKPOINT_DIR / "mnist-unet")
+    assert shipped.class_table_std is None and meta["seed"] == 0  # trained from N(0, 1): the beyond chapter's U-Net
+    with pytest.raises(ValueError, match="a U-Net recipe's option"):
+        train.build_model(replace(recipes.MNIST_DIT, class_table_std=0.02), seed=0)
+    with pytest.raises(ValueError, match="must be a number > 0"):
+        unet.build_unet(TINY_UNET, seed=0, class_table_std=0.0)
 
 
 def test_a_skip_block_is_refused_in_one_line():

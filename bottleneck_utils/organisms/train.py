@@ -16,8 +16,8 @@ replaced by :class:`bottleneck_utils.continuous.ContinuousConditionEmbedding`, d
 learned null vector), and the logged statistics are taken over a grid of the trained range.
 
 A recipe with ``family="unet"`` (``mnist-unet``) trains a diffusers ``UNet2DModel`` from its ``unet`` config, with
-diffusers' default initialisation, run as a :class:`bottleneck_utils.unet.ConditionedUNet`; the rest of the loop is
-the same.
+diffusers' default initialisation except the class table when the recipe sets ``class_table_std`` (``mnist-unet``:
+DiT's 0.02), run as a :class:`bottleneck_utils.unet.ConditionedUNet`; the rest of the loop is the same.
 """
 
 from __future__ import annotations
@@ -124,12 +124,16 @@ def build_transformer(config: dict, seed: int, condition: ConditionRange | None 
 def build_model(recipe: Recipe, seed: int,
                 condition: ConditionRange | None = None) -> DiTTransformer2DModel | ConditionedUNet:
     """The recipe's model, freshly initialised: a DiT (:func:`build_transformer`) or, for ``"family": "unet"``, a
-    :class:`unet.ConditionedUNet` (diffusers' default initialisation)."""
+    :class:`unet.ConditionedUNet` (diffusers' default initialisation; the class table N(0, std²) with the recipe's
+    ``class_table_std``)."""
     if recipe.family != "unet":
+        if recipe.class_table_std is not None:
+            raise ValueError(f"class_table_std is a U-Net recipe's option; a DiT's table starts N(0, "
+                             f"{EMBEDDING_INIT_STD}²) (initialize_weights): leave it None")
         return build_transformer(recipe.transformer, seed, condition)
     if condition is not None:
         raise ValueError("a U-Net recipe takes class labels only; drop its 'condition' or use a DiT recipe")
-    return build_unet(recipe.unet, seed)
+    return build_unet(recipe.unet, seed, recipe.class_table_std)
 
 
 def conditioning_embedder(model: DiTTransformer2DModel | ConditionedUNet) -> nn.Module:
