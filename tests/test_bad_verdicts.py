@@ -238,6 +238,10 @@ def test_the_beyond_chapter_reads_quality_records_in_one_line(checkpoints):
     with pytest.raises(ValueError, match="is not valid JSON") as raised:
         beyond.organism_statistics({"mnist-dit": None})
     assert "organisms.cli organism mnist-dit --install" in one_line(raised)
+    (checkpoints / "mnist-dit" / "meta.json").write_text('{"steps": 4000}')  # no recipe, no seed
+    with pytest.raises(ValueError, match="mnist-dit's meta.json is not a run's meta") as raised:
+        beyond.initial_table("mnist-dit")
+    assert "organisms.cli organism mnist-dit --install" in one_line(raised)
 
 
 @pytest.mark.parametrize("log, meta, match", [

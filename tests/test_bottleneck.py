@@ -92,16 +92,79 @@ def test_the_variants_differ_from_the_control_in_one_constraint():
         assert changed == (set() if name == "beyond/full" else {"code_width"} if "/k" in name else {"l1_c"})
 
 
-def test_kept_rows_follow_the_noise_floor_rule():
+def quality_rows(**rows):
+    """A fabricated quality table: variant → (ΔFID, low, high, Δaccuracy, low, high); the control's changes are 0."""
     import pandas as pd
 
+    from bottleneck_utils.chapters import beyond
+
+    table = {name: {"code width": recipes.VARIANTS[name].code_width, "L1 λ": recipes.VARIANTS[name].l1_c,
+                    **dict(zip(["ΔFID", "ΔFID low", "ΔFID high", "Δaccuracy", "Δaccuracy low", "Δaccuracy high"],
+                               values))}
+             for name, values in (rows | {beyond.CONTROL: (0.0,) * 6}).items()}
+    return pd.DataFrame(table).T.astype(float)
+
+
+def test_kept_rows_are_an_equivalence_test_on_fid_and_accuracy_both():
     from bottleneck_utils.chapters import beyond, report
 
-    quality = pd.DataFrame({"variant": ["beyond/k2", "beyond/k8", "beyond/l1-1e-1", "beyond/full"],
-                            "code width": [2, 8, None, None], "L1 λ": [0, 0, 0.1, 0],
-                            "ΔFID": [5.0, 0.2, 0.1, 0.0], "ΔFID low": [3.0, -0.5, -0.4, 0.0],
-                            "ΔFID high": [7.0, 0.9, 1.6, 0.0]}).set_index("variant")
-    rows = beyond.kept_rows(quality, floor=1.5)
-    assert [row["verdict"] for row in rows] == ["not reproduced", "reproduced", "not reproduced"]
-    assert rows[0]["claim"].startswith("a 2-dim code") and rows[2]["claim"].startswith("L1 λ = 0.1")
+    bands = {"FID": 10.0, "accuracy": 0.02}
+    quality = quality_rows(**{
+        "beyond/k2": (20.0, 12.0, 28.0, -0.1, -0.12, -0.08),  # harmful on both
+        "beyond/k8": (6.0, -1.9, 9.9, -0.005, -0.015, 0.005),  # inside both bands
+        "beyond/k16": (3.0, 1.0, 5.0, -0.04, -0.065, -0.015),  # FID inside, accuracy out (the issue's k = 8)
+        "beyond/l1-1e-1": (-15.8, -27.2, -4.4, 0.0, -0.01, 0.01)})  # a large gain is no equivalence either
+    rows = beyond.kept_rows(quality, bands)
+    assert [row["verdict"] for row in rows] == ["not reproduced", "reproduced", "not reproduced", "not reproduced"]
+    assert rows[1]["value"] == pytest.approx(max(9.9 / 10, 0.015 / 0.02)) and rows[1]["bar"] == 1.0
+    assert rows[2]["value"] == pytest.approx(0.065 / 0.02)  # the accuracy interval reaches 3.25 bands
+    assert rows[1]["ours"] == "ΔFID +6.00 [-1.90, +9.90] in ±10.00; Δaccuracy -0.5 [-1.5, +0.5] points in ±2.0"
+    assert rows[0]["claim"].startswith("a 2-dim code") and rows[3]["claim"].startswith("L1 λ = 0.1")
     assert report.rule_violations(rows) == []
+    silent = beyond.kept_rows(quality, {"FID": 10.0, "accuracy": 0.0})  # the control's draws never differed
+    assert {row["verdict"] for row in silent} == {"not testable here"}
+    assert silent[0]["ours"].endswith("(no accuracy band: the control's own draws never differed)")
+
+
+def test_the_floor_is_the_control_paired_with_itself_and_a_harmful_variant_fails():
+    """The whole table from fabricated sample sets: the control at seed 0 and at five noise seeds (other features,
+    other mistakes, the same labels), a harmless variant (the control's noise, its features nudged) and a harmful
+    one (features moved, 15% more mistakes)."""
+    import numpy as np
+
+    from bottleneck_utils import metrics
+    from bottleneck_utils.chapters import beyond, report
+
+    n, width = 300, 4
+    labels = np.arange(n) % 10
+    reference = metrics.Reference(np.zeros(width), np.eye(width))  # statistics only: FID and accuracy
+
+    def draw(noise_seed, shift=0.0, nudge=0.0, extra_mistakes=0.0):
+        rng = np.random.default_rng(noise_seed)
+        features = rng.normal(0.0, 1.0, (n, width)) + shift
+        wrong = rng.random(n) < 0.05
+        extra = np.random.default_rng(99)  # the variants' own changes, the same for any noise seed
+        features = features + nudge * extra.normal(size=(n, width))
+        wrong |= extra.random(n) < extra_mistakes
+        predicted = np.where(wrong, (labels + 1) % 10, labels)
+        return metrics.SampleSet(features, labels, np.eye(10)[predicted] * 0.9 + 0.01)
+
+    sets = {beyond.CONTROL: draw(0), "beyond/k8": draw(0, nudge=0.2, extra_mistakes=0.01), "beyond/k2": draw(0, shift=0.5, extra_mistakes=0.15)}
+    draws = {seed: draw(seed) for seed in (1, 2, 3, 4, 5)}
+    widths = {name: recipes.VARIANTS[name].code_width for name in sets}
+    quality, floor = beyond.quality_tables(sets, draws, reference, widths, n_boot=50, seed=0)
+    assert list(floor.index) == [1, 2, 3, 4, 5] and list(quality.index) == list(sets)
+    bands = beyond.equivalence_bands(floor)
+    for metric in beyond.QUALITY_METRICS:  # the band: the farthest |end| of the control-against-itself intervals
+        ends = floor[[f"Δ{metric} low", f"Δ{metric} high"]].abs().to_numpy()
+        assert bands[metric] == ends.max() > 0
+        assert (floor[f"Δ{metric} low"] < floor[f"Δ{metric} high"]).all()
+    assert (quality.loc[beyond.CONTROL, ["ΔFID", "Δaccuracy"]] == 0).all()
+    rows = beyond.kept_rows(quality, bands)
+    assert report.rule_violations(rows) == []
+    assert {row["claim"].split("(")[1][:-1]: row["verdict"] for row in rows} == {
+        "beyond/k8": "reproduced", "beyond/k2": "not reproduced"}
+    with pytest.raises(ValueError, match="at least 5 distinct seeds other than seed=0"):
+        beyond.quality_tables(sets, {seed: draws[seed] for seed in (1, 2, 3, 4)}, reference, widths, 5, seed=0)
+    with pytest.raises(ValueError, match="at least 5 distinct seeds"):
+        beyond.quality_tables(sets, draws | {0: draws[1]}, reference, widths, 5, seed=0)

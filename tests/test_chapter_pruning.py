@@ -192,13 +192,15 @@ def test_regime_claims_name_what_changes_between_the_rungs():
 
 def test_beyond_claims_judge_each_organism_and_variant():
     quality = pd.DataFrame({"code width": [float("nan"), 4.0, 8.0], "L1 λ": [0.0, 0.0, 0.0],
-                            "ΔFID": [0.0, 5.0, 0.1], "ΔFID low": [0.0, 4.0, -0.2], "ΔFID high": [0.0, 6.0, 0.4]},
+                            "ΔFID": [0.0, 5.0, 0.1], "ΔFID low": [0.0, 4.0, -0.2], "ΔFID high": [0.0, 6.0, 0.4],
+                            "Δaccuracy": [0.0, 0.0, 0.0], "Δaccuracy low": [0.0, -0.01, -0.01],
+                            "Δaccuracy high": [0.0, 0.01, 0.01]},
                            index=[beyond.CONTROL, "beyond/k4", "beyond/k8"])
     stats = pd.DataFrame({"npr_c": [0.05, 0.05], "cos_y": [0.6, 0.6]}, index=["dit", "unet"])
-    kept, organism_rows = beyond.claims(quality, 1.0, stats, {"dit": results(), "unet": results(**HARMFUL)},
-                                        regime.paper_bands())
+    kept, organism_rows = beyond.claims(quality, {"FID": 1.0, "accuracy": 0.02}, stats,
+                                        {"dit": results(), "unet": results(**HARMFUL)}, regime.paper_bands())
     assert [row["verdict"] for row in kept] == ["not reproduced", "reproduced"]  # k = 4 costs 4–6 FID
-    assert kept[0]["ours"] == "ΔFID +5.00 [+4.00, +6.00]"
+    assert kept[0]["ours"].startswith("ΔFID +5.00 [+4.00, +6.00] in ±1.00; Δaccuracy")
     outcome = verdicts(organism_rows)
     assert outcome["dit: tail-every: harmless"] == "reproduced"
     assert outcome["unet: tail-every: harmless"] == "not reproduced"
