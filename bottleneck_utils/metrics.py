@@ -516,6 +516,9 @@ class Evaluator:
         return SampleSet.build(features, np.asarray(labels), self.reference, probs, self.k)
 
 
+INCEPTION_FEATURE_NETWORK = "Inception-v3 (clean-fid's weights, 2048-d pool features)"
+
+
 def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: int = 50, k: int = 3,
                         fid_mode: str = "clean") -> Evaluator:
     """Inception FID in a clean-fid mode against user-supplied reference statistics (:func:`load_reference`).
@@ -543,5 +546,5 @@ def inception_evaluator(reference_stats: str | Path, device="cpu", batch_size: i
     name = "Inception FID" if fid_mode == "clean" else f"Inception FID ({fid_mode})"
     return Evaluator(name, reference, lambda images: (
         extractors.inception_features(images, extractor, device, batch_size, mode=fid_mode), None), k,
-        "Inception-v3 (clean-fid's weights, 2048-d pool features)", fid_mode)
+        INCEPTION_FEATURE_NETWORK, fid_mode)
 

@@ -18,7 +18,7 @@ import torch
 from IPython.display import display
 from tqdm.auto import tqdm
 
-from bottleneck_utils import integrity, masks, stats, text_conditions
+from bottleneck_utils import integrity, masks, sampling, stats, text_conditions
 from bottleneck_utils.chapters import paper, plots, report
 from bottleneck_utils.continuous import SINUSOID_SCALE
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, timestep_sweep
@@ -323,6 +323,21 @@ def head_onset(results: dict) -> str:
     harmful = [k for k in sorted(head_ks) if results["pruned"][head_setting(k)]["dE_low"] > baseline["dE_high"]]
     return (f"harm from top-{harmful[0]} ({harmful[0] / results['hidden']:.1%} of D)" if harmful
             else f"no harm up to top-{max(head_ks)}")
+
+
+SAMPLED_GLUES = frozenset({
+    "spearman", "dE", "dE_low", "dE_high", "dm", "forty_dE", "forty_low", "forty_high", "head_dE", "head_spearman",
+    "largest_dE", "largest_spearman", "random_dE", "random_low", "random_high", "forty_delta_low", "forty_delta_high",
+    "random_delta_low", "random_delta_high", "head_delta_low", "head_delta_high"})
+"""The names of :func:`glued` computed from samples (the baseline's and the masks' runs; the notebook glues them with
+``report.glue_sampled``); the others come from c, the real data and the paper."""
+
+
+def sampler_card(bundle: Bundle, parameters: dict) -> dict:
+    """The sampler card (:func:`sampling.sampler_card`) of every sampling run of :func:`measure`: the bundle's own
+    precision, ``n_samples`` temperatures, no feature network (the Ising energies score the samples)."""
+    return sampling.sampler_card(bundle, num_samples=parameters["n_samples"], num_steps=parameters["num_steps"],
+                                 cfg_scale=parameters["cfg_scale"])
 
 
 def glued(results: dict) -> dict:

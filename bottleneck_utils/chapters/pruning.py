@@ -30,7 +30,7 @@ from bottleneck_utils.chapters import paper, report
 from bottleneck_utils.embeddings import conditional_vectors, sampling_timesteps
 from bottleneck_utils.models import Bundle, load
 from bottleneck_utils.organisms import classifier, composite, quality
-from bottleneck_utils.sampling import balanced_labels, resolve_autocast, sample
+from bottleneck_utils.sampling import balanced_labels, resolve_autocast, sample, sampler_card
 from bottleneck_utils.stats import mean_npr
 
 _OPTIONAL_INT, _OPTIONAL_FLOAT = (int, type(None)), (float, int, type(None))
@@ -239,6 +239,22 @@ def chapter_settings(found: dict, p: dict) -> tuple[dict, str, str]:
     if len(settings) != len(entries):
         raise ValueError("two settings have the same mask and schedule; remove the duplicate τ from taus")
     return settings, fixed_name, recomputed_name
+
+
+def chapter_cards(bundle: Bundle, evaluator, p: dict) -> dict[str, dict]:
+    """The pruning chapter's sampler cards (:func:`sampling.sampler_card`): ``"settings"``, every setting and noise
+    seed of :func:`chapter_runs` on ``bundle`` scored by ``evaluator``, and ``"flow comparison: NAME"`` for each
+    organism :func:`flow_comparison` samples (each scored by its own :func:`quality.evaluator_for`)."""
+    options = {"num_samples": p["n_samples"], "num_steps": p["num_steps"], "cfg_scale": p["cfg_scale"],
+               "autocast": p["autocast"]}
+    cards = {"settings": sampler_card(bundle, **options, feature_network=evaluator.feature_network,
+                                      fid_mode=evaluator.fid_mode)}
+    for name in p["flow_comparison"]:
+        organism = load(name, device=p["device"], dtype=p["dtype"])
+        feature_network, fid_mode = quality.scoring(organism)
+        cards[f"flow comparison: {name}"] = sampler_card(organism, **options, feature_network=feature_network,
+                                                         fid_mode=fid_mode)
+    return cards
 
 
 def chapter_runs(bundle: Bundle, evaluator, settings: dict, labels, p: dict) -> dict:
@@ -803,6 +819,14 @@ def change_columns(table: pd.DataFrame, setting: str, metric: str) -> dict:
 ORGANISM_KEYS = ("unpruned", "tail-every", "tail-first", "random-tail", "head")
 """The settings an organism run keeps (tail at every step and at t₀, head top-k, the random control): the rungs'
 last-k tail is left out to keep the beyond chapter within the book's CPU budget."""
+
+
+def organism_card(bundle: Bundle, n_samples: int, num_steps: int, cfg_scale: float) -> dict:
+    """The sampler card (:func:`sampling.sampler_card`) of :func:`organism_runs` with these arguments: the bundle's
+    own precision, scored by :func:`quality.evaluator_for`'s network."""
+    feature_network, fid_mode = quality.scoring(bundle)
+    return sampler_card(bundle, num_samples=n_samples, num_steps=num_steps, cfg_scale=cfg_scale,
+                        feature_network=feature_network, fid_mode=fid_mode)
 
 
 def organism_runs(bundle: Bundle, n_samples: int, num_steps: int, cfg_scale: float, tail_share: float,

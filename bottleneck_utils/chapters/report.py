@@ -342,20 +342,38 @@ def card_text(card: dict) -> str:
 
 
 def glue_sampled(name: str, value, card, display: bool = False) -> None:
-    """myst-nb's ``glue`` for a number computed from samples: it names the sampler card it came from.
+    """myst-nb's ``glue`` for a number computed from samples: it names the sampler card(s) it came from.
 
-    The card must be one this chapter's :func:`provenance` declared (by its label, or the card itself). The glued
-    output carries ``{name, card label}`` in its metadata (:data:`SAMPLED_KEY`), which :func:`lift_provenance` lists
-    in the chapter's record (``sampled_glues``). A test refuses a sampling chapter that glues a value computed from
-    samples with plain ``glue``.
+    Args:
+        name, value, display: as myst-nb's ``glue``.
+        card: the label of a card this chapter's :func:`provenance` declared, or the card itself; a list of them for
+            a value computed from several sampling configurations (not empty).
+
+    The glued output carries ``{name, card: [labels]}`` in its metadata (:data:`SAMPLED_KEY`), which
+    :func:`lift_provenance` lists in the chapter's record (``sampled_glues``: name → labels). A test refuses a
+    sampling chapter that glues a value computed from samples with plain ``glue``.
 
     Raises:
-        ValueError: the card is not among this chapter's provenance cards (or no provenance declared any).
+        ValueError: a card that is not among this chapter's provenance cards (or no provenance declared any), or an
+            empty list.
     """
     import IPython.core.formatters
     from IPython.display import display as show
     from myst_nb.ext.glue import GLUE_PREFIX
 
+    cards = list(card) if isinstance(card, (list, tuple)) else [card]
+    if not cards:
+        raise ValueError(f"glue_sampled({name!r}) needs at least one sampler card; a value from no samples is glued "
+                         "with plain glue")
+    labels = [_card_label(name, each) for each in cards]
+    mimebundle, metadata = IPython.core.formatters.format_display_data(value)
+    prefix = "" if display else GLUE_PREFIX
+    metadata |= {"scrapbook": {"name": name, "mime_prefix": prefix}, SAMPLED_KEY: {"name": name, "cards": labels}}
+    show({prefix + key: data for key, data in mimebundle.items()}, raw=True, metadata=metadata)
+
+
+def _card_label(name: str, card) -> str:
+    """The label under which this chapter's provenance declared ``card`` (a label or a card), or a ValueError."""
     label = card if isinstance(card, str) else next((key for key, known in _SESSION_CARDS.items() if known == card),
                                                     None)
     if label not in _SESSION_CARDS:
@@ -363,10 +381,7 @@ def glue_sampled(name: str, value, card, display: bool = False) -> None:
         shown = repr(card) if isinstance(card, str) else "this card"
         raise ValueError(f"glue_sampled({name!r}): {shown} is not among this chapter's sampler cards ({known}): pass "
                          "it to report.provenance(..., sampler_cards={label: sampling.sampler_card(...)})")
-    mimebundle, metadata = IPython.core.formatters.format_display_data(value)
-    prefix = "" if display else GLUE_PREFIX
-    metadata |= {"scrapbook": {"name": name, "mime_prefix": prefix}, SAMPLED_KEY: {"name": name, "card": label}}
-    show({prefix + key: data for key, data in mimebundle.items()}, raw=True, metadata=metadata)
+    return label
 
 
 def lift_provenance(notebook) -> None:
@@ -375,7 +390,7 @@ def lift_provenance(notebook) -> None:
     outputs = [output.get("metadata", {}) for cell in notebook.cells for output in cell.get("outputs", [])]
     record = next((metadata[PROVENANCE_KEY] for metadata in outputs if PROVENANCE_KEY in metadata), None)
     if record is not None:
-        sampled = {metadata[SAMPLED_KEY]["name"]: metadata[SAMPLED_KEY]["card"] for metadata in outputs
+        sampled = {metadata[SAMPLED_KEY]["name"]: metadata[SAMPLED_KEY]["cards"] for metadata in outputs
                    if SAMPLED_KEY in metadata}
         notebook.metadata[PROVENANCE_KEY] = dict(record) | {"sampled_glues": sampled}
 

@@ -26,7 +26,7 @@ def sampler_cards(records: dict[str, dict]) -> pd.DataFrame:
     for chapter, record in records.items():
         glued = record.get("sampled_glues", {})
         for label, card in record.get("sampler_cards", {}).items():
-            names = sorted(name for name, used in glued.items() if used == label)
+            names = sorted(name for name, used in glued.items() if label in used)
             rows[(chapter, label)] = {**{key: "—" if value is None else str(value) for key, value in card.items()},
                                       "glued values": ", ".join(names) or "—"}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[*SAMPLER_CARD_KEYS, "glued values"])

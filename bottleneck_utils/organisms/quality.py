@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bottleneck_utils import integrity, sampling
-from bottleneck_utils.metrics import Evaluator, Reference, inception_evaluator
+from bottleneck_utils.metrics import INCEPTION_FEATURE_NETWORK, Evaluator, Reference, inception_evaluator
 from bottleneck_utils.models import Bundle
 from bottleneck_utils.organisms import classifier, composite, data, recipes
 
@@ -83,7 +83,28 @@ def mnist_evaluator(n_kid: int, seed: int = 0, device="cpu", k: int = 3) -> Eval
     subset = np.random.default_rng(seed).choice(len(features), n_kid, replace=False)
     reference = Reference.from_features(features, "MNIST test set (10,000 digits, 14×14)", features[subset])
     return Evaluator("MNIST-FID", reference, lambda images: classifier.classifier_outputs(model, images), k,
-                     f"the MNIST classifier ({features.shape[1]}-d features)")
+                     MNIST_FEATURE_NETWORK)
+
+
+MNIST_FEATURE_NETWORK = "the MNIST classifier (128-d features)"
+
+
+def _is_mnist(bundle) -> bool:
+    return bundle.image_shape == classifier.IMAGE_SHAPE and bundle.num_classes == classifier.NUM_CLASSES
+
+
+def scoring(bundle) -> tuple[str, str | None]:
+    """What :func:`evaluator_for` scores this bundle's samples with, without loading it: (its ``feature_network``,
+    its ``fid_mode``), for :func:`sampling.sampler_card`.
+
+    Raises:
+        ValueError: no evaluator fits the bundle's images (as :func:`evaluator_for`).
+    """
+    if _is_mnist(bundle):
+        return MNIST_FEATURE_NETWORK, None
+    if bundle.image_shape is not None and bundle.image_shape[0] == 3:
+        return INCEPTION_FEATURE_NETWORK, "clean"
+    return evaluator_for(bundle).feature_network, None  # raises, naming what fits
 
 
 def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, seed: int = 0, device="cpu",
@@ -102,7 +123,7 @@ def evaluator_for(bundle, reference_stats: str | Path = "", n_kid: int = 1000, s
         k: neighbours of the precision/recall manifolds.
     """
     shape = bundle.image_shape
-    if shape == classifier.IMAGE_SHAPE and bundle.num_classes == classifier.NUM_CLASSES:
+    if _is_mnist(bundle):
         return mnist_evaluator(n_kid, seed, device, k)
     if shape is not None and shape[0] == 3:
         return inception_evaluator(reference_stats, device, k=k)
