@@ -42,6 +42,7 @@ notebooks under ``OUT/notebooks/``; the exit status is nonzero when any step fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -225,9 +226,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.size = args.size or ("xl" if args.device == "cuda" else "tiny")
     args.chapters = args.chapters or report.chapters()
-    known = report.chapters()
-    if any(name not in known for name in args.chapters):
-        parser.error(f"unknown chapters {[n for n in args.chapters if n not in known]}; choose from {known}")
+    try:  # an unknown chapter, or a model chapter without a checkpoint it runs on, before anything is built
+        chapter_plan(args.chapters, args.models, args.size, args.device, dict.fromkeys(MODELS, ""), 1, "")
+    except ValueError as error:
+        parser.error(str(error))
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file")
     return args
@@ -548,6 +550,31 @@ def environment(args) -> dict:
             "budget_s": args.budget_s, "chapters": args.chapters, "models": args.models}
 
 
+@contextlib.contextmanager
+def inside(work: Path, device: str):
+    """Temporary files, IPython's and Jupyter's files (kernel connection files) under ``work``, hub access off, and
+    one BLAS thread per kernel on a CPU; the environment and ``tempfile``'s folder are restored on exit."""
+    import tempfile
+
+    for sub in ("tmp", "ipython", "jupyter-runtime"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    updates = {"TMPDIR": str(work / "tmp"), "IPYTHONDIR": str(work / "ipython"),
+               "JUPYTER_RUNTIME_DIR": str(work / "jupyter-runtime"), "HF_HUB_OFFLINE": "1"}
+    updates |= ONE_THREAD if device == "cpu" else {}
+    saved, saved_tempdir = {key: os.environ.get(key) for key in updates}, tempfile.tempdir
+    os.environ.update(updates)
+    tempfile.tempdir = updates["TMPDIR"]
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_rehearsal(args) -> dict:
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -559,14 +586,6 @@ def run_rehearsal(args) -> dict:
 
     out = args.out.resolve()
     work = out / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    for sub in ("tmp", "ipython", "jupyter-runtime"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
-    # kernels and libraries write their temporary files, history and connection files under OUT/work
-    os.environ.update({"TMPDIR": str(work / "tmp"), "IPYTHONDIR": str(work / "ipython"),
-                       "JUPYTER_RUNTIME_DIR": str(work / "jupyter-runtime"), "HF_HUB_OFFLINE": "1"})
-    if args.device == "cpu":
-        os.environ.update(ONE_THREAD)
     spec = SIZES[args.size]
     batch, repeats = args.batch or spec["batch"], args.repeats or spec["repeats"]
     started = time.perf_counter()
@@ -686,11 +705,14 @@ def main(argv: list[str] | None = None) -> int:
             print("gpu_rehearsal: --device cuda but CUDA is not available here (use --device cpu --size tiny)",
                   file=sys.stderr)
             return 2
+    work = args.out.resolve() / "work"
+    shutil.rmtree(work, ignore_errors=True)
     try:
-        result = run_rehearsal(args)
+        with inside(work, args.device):
+            result = run_rehearsal(args)
     finally:
         if not args.keep_work:
-            shutil.rmtree(args.out.resolve() / "work", ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     result["failures"] = failures(result)
     path, table = write_report(result, args.out.resolve())
     print(f"wrote {path} and {table} ({result['rehearsal']['wall_s']:.0f} s)")
