@@ -488,3 +488,15 @@ def test_the_chapters_cards_match_what_their_runs_sample():
     names = {node.value for node in ast.walk(function) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     names |= {f"{prefix}_delta_{end}" for prefix in ("forty", "random", "head") for end in ("low", "high")}
     assert continuous.SAMPLED_GLUES <= names  # every sampled name is one glued() makes
+
+
+def test_a_quality_record_carries_its_best_scales_card():
+    from bottleneck_utils.organisms import quality
+
+    bundle = tiny_bundle()
+    record = quality.by_cfg(bundle, LABELS, lambda images, labels: {"per_digit": float(images.mean())}, 2,
+                            cfg_scales=[1.0, 3.0])
+    card = record["sampler_card"]
+    assert card == sampling.sampler_card(bundle, num_samples=3, num_steps=2, cfg_scale=record["best_cfg"],
+                                         feature_network=quality.READOUT)
+    assert card["nfe"] == (2 if record["best_cfg"] == 1.0 else 4)
