@@ -500,3 +500,13 @@ def test_a_quality_record_carries_its_best_scales_card():
     assert card == sampling.sampler_card(bundle, num_samples=3, num_steps=2, cfg_scale=record["best_cfg"],
                                          feature_network=quality.READOUT)
     assert card["nfe"] == (2 if record["best_cfg"] == 1.0 else 4)
+
+
+def test_only_notebooks_and_report_glue():
+    """The guard reads the notebooks: a chapter module that glued on its own would slip past it."""
+    for path in sorted((ROOT / "bottleneck_utils").rglob("*.py")):
+        if path.name == "report.py":
+            continue
+        calls = [node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+                 and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "glue"]
+        assert not calls, f"{path.relative_to(ROOT)} glues; return the value and glue it in the notebook"
