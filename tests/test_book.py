@@ -157,7 +157,7 @@ def test_notebook_runs_and_glues_the_packages_numbers(name, tmp_path):
 VERDICT_SOURCES = {
     "similarity": ("precondition: c is sparse", "npr_c"),
     "head_tail": ("precondition: c is sparse", "npr_c"),
-    "training_dynamics": ("the nPR of c ends in the sparse regime", "end_npr"),
+    "training_dynamics": ("precondition: c is sparse", "npr_c_ema_end"),
     "continuous": ("precondition: the organism follows T: rank correlation", "spearman"),
     "pruning": ("a sparse c makes the model faster", "headline_ratio"),
     "regime": ("precondition: c is sparse", "closest_npr_c"),
