@@ -287,6 +287,32 @@ def random_mask(like: Mask, seed: int = 0) -> Mask:
     return Mask(ranks < counts[:, None], f"random ({like.name})", built="random")
 
 
+def energy_matched_random_mask(bundle: Bundle, like: Mask, *, num_steps: int, seed: int = 0) -> Mask:
+    """The second random control: in every row, a random set of coordinates that holds as much of that row's ‖c‖²
+    at t₀ as ``like`` removes there, without going over.
+
+    The coordinates are visited in a random order and each is taken when it still fits under the row's target
+    share, so the set fills the target with whatever coordinates chance offers, sparing any single coordinate
+    bigger than the target. A count-matched control (:func:`random_mask`) of a 39% tail hits the few head
+    coordinates that hold most of ‖c‖², so it answers "does the tail matter less than any set of its size?"; this
+    one answers "does the tail matter less than any set of its energy?".
+    """
+    check_mask(bundle, like)
+    squares = reference_magnitudes(bundle, num_steps, like.granularity).double() ** 2  # (rows, D)
+    shares = squares / squares.sum(-1, keepdim=True)  # (rows, D) each coordinate's share of its row
+    targets = (shares * like.removed).sum(-1) * (1 + 1e-9)  # (rows,) the share to fill, rounding allowed
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.rand(shares.shape, generator=generator).argsort(dim=-1)  # (rows, D) a random order per row
+    ordered = shares.gather(1, order)  # (rows, D) shares in that order
+    filled, taken = torch.zeros(len(shares), dtype=shares.dtype), torch.zeros_like(ordered, dtype=torch.bool)
+    for position in range(ordered.shape[1]):
+        fits = filled + ordered[:, position] <= targets  # (rows,)
+        taken[:, position] = fits & like.removed.any(-1)
+        filled = filled + ordered[:, position] * taken[:, position]
+    removed = torch.zeros_like(taken).scatter_(1, order, taken)
+    return Mask(removed, f"energy-matched random ({like.name})", built="random")
+
+
 def recomputed(mask: Mask) -> Mask:
     """``mask`` recomputed at every call of the conditioning module, from that call's own c.
 

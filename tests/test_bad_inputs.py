@@ -669,20 +669,6 @@ def test_resolve_autocast_names_the_choices():
         resolve_autocast("bf16", "cpu")
 
 
-def test_paired_changes_refuses_no_results():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bottleneck_utils.chapters import plots
-
-    fig, ax = plt.subplots()
-    with pytest.raises(ValueError, match="at least one model"):
-        plots.paired_changes(ax, {}, tolerance=0.02)
-    plt.close(fig)
-
-
 def test_allow_tf32_refuses_an_unknown_device_in_one_line():
     with pytest.raises(RuntimeError, match="unsupported device 'gpu0'"):
         train.allow_tf32_on_cuda("gpu0")

@@ -13,7 +13,7 @@ from test_masks import STEPS, _hooked_c, a_tail_mask
 from test_shipping import TINY, snapshot
 
 from bottleneck_utils import integrity, masks
-from bottleneck_utils.chapters import beyond, continuous, pruning, regime, report, training_dynamics
+from bottleneck_utils.chapters import beyond, continuous, in_regime, pruning, regime, report, training_dynamics
 from bottleneck_utils.organisms import classifier, cli, train
 
 NAN, INF = float("nan"), float("inf")
@@ -228,7 +228,7 @@ def test_the_regime_chapter_reads_logs_and_records_in_one_line(checkpoints):
         regime.rung_table(["ladder/c10"])
     assert str(folder / "train_log.csv") in one_line(raised) and "git checkout" in str(raised.value)
     with pytest.raises(FileNotFoundError, match="quality record .* is missing") as raised:
-        regime.prune_rung("ladder/c10", 2, 2, 0.3, 1, 1)
+        in_regime.judging_scales("ladder/c10")
     assert "cli ladder train ladder/c10" in one_line(raised)  # before: Errno 2 with no fix
 
 

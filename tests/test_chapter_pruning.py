@@ -179,17 +179,6 @@ def test_rung_claims_follow_the_stated_rule():
     assert {report.verdict(True, precondition=False)} == {row["verdict"] for row in rows}
 
 
-def test_regime_claims_name_what_changes_between_the_rungs():
-    table = pd.DataFrame({"npr_c": [0.05], "cos_y": [0.6]}, index=["ladder/d256"])
-    rows, changed = regime.claims(table, "ladder/d256", {"ladder/c10": results(), "ladder/d256": results(**HARMFUL)},
-                                  regime.paper_bands())
-    outcome = verdicts(rows)
-    assert outcome["tail-every: harmless"] == "not reproduced"  # the harmful tail
-    assert outcome["tail-first: harmless"] == "reproduced"
-    assert set(changed) == {"tail-every: harmless", "the tail matters less than a random set of its size",
-                            "head: destroys generation"}
-
-
 def test_beyond_claims_judge_each_organism_and_variant():
     quality = pd.DataFrame({"code width": [float("nan"), 4.0, 8.0], "L1 λ": [0.0, 0.0, 0.0],
                             "ΔFID": [0.0, 5.0, 0.1], "ΔFID low": [0.0, 4.0, -0.2], "ΔFID high": [0.0, 6.0, 0.4],

@@ -57,35 +57,6 @@ def test_tail_overlap_is_one_when_t_does_not_change_the_order(bundle):
     assert regime.tail_overlap(bundle, share) == 1.0
 
 
-def results(**changes):
-    rows = {key: {"setting": key, "per_digit": 0.9, "Δ per_digit": 0.0, "CI low": -0.01, "CI high": 0.01}
-            for key in ["unpruned", "tail-every", "tail-first", "tail-last", "random-tail", "head"]}
-    for key, values in changes.items():
-        rows[key] |= values
-    return pd.DataFrame(rows).T
-
-
-def test_paired_changes_draws_each_interval_of_each_model():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bottleneck_utils.chapters import plots
-
-    shifted = results(**{"tail-every": {"Δ per_digit": -0.3, "CI low": -0.4, "CI high": -0.2}, "head": {"setting": "h2"}})
-    fig, ax = plt.subplots()
-    plots.paired_changes(ax, {"a": results(), "b": shifted}, tolerance=0.02)
-    points = [line.get_xdata() for line in ax.lines if line.get_marker() == "o"]  # one marker line per model
-    assert [list(x) for x in points] == [[0.0] * 5, [-0.3] + [0.0] * 4]  # the unpruned row is left out
-    caps = sorted({round(x, 6) for line in ax.lines if line.get_marker() == "|" for x in line.get_xdata()})
-    assert caps == [-0.4, -0.2, -0.01, 0.01]  # the interval ends, both models
-    assert [label.get_text() for label in ax.get_yticklabels()] == [
-        "tail-every", "tail-first", "tail-last", "random-tail", "head / h2"]  # labels that differ: both
-    assert any(list(line.get_xdata()) == [-0.02, -0.02] for line in ax.lines)  # the harm tolerance
-    plt.close(fig)
-
-
 def test_replicates_are_counted_against_the_regime_and_pending_seeds_named():
     bands = regime.paper_bands()
     table = regime.replicate_table(bands)

@@ -98,33 +98,3 @@ def tau_curves(ax, sweep: dict, marks=PAPER_TAUS) -> None:
     ax.set(xscale="log", xlabel="τ", ylabel="fraction of coordinates",
            title="Fig. 11: s(τ); dotted: τ = " + ", ".join(f"{tau:g}" for tau in marks))
     ax.legend(fontsize=8)
-
-
-def paired_changes(ax, results: dict, tolerance: float) -> None:
-    """Each pruning setting's paired change in per-digit agreement with its 95% interval, one colour per model.
-
-    Args:
-        ax: one axes.
-        results: model name → a :func:`regime.composite_pruning` table (columns ``setting``, ``Δ per_digit``,
-            ``CI low``, ``CI high``), all with the first one's rows; the ``unpruned`` row is left out.
-        tolerance: the harm tolerance, drawn as a dashed line at −tolerance.
-
-    Raises:
-        ValueError: no results.
-    """
-    if not results:
-        raise ValueError("paired_changes needs the results of at least one model")
-    keys = [key for key in next(iter(results.values())).index if key != "unpruned"]
-    offsets = np.linspace(-0.15, 0.15, len(results)) if len(results) > 1 else [0.0]
-    for (name, table), offset in zip(results.items(), offsets):
-        change, low, high = (table.loc[keys, column].to_numpy(float) for column in ("Δ per_digit", "CI low", "CI high"))
-        ax.errorbar(change, np.arange(len(keys)) + offset, xerr=[change - low, high - change], fmt="o", capsize=3,
-                    label=name)
-    ax.axvline(0, color="0.5", linewidth=0.8)
-    ax.axvline(-tolerance, color="C3", linestyle="--", linewidth=1, label=f"harm tolerance −{tolerance:.0%}")
-    ax.set_yticks(range(len(keys)), [" / ".join(dict.fromkeys(table.loc[key, "setting"] for table in results.values()))
-                                     for key in keys])  # one label per setting, each model's where they differ
-    ax.invert_yaxis()
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:+.0%}"))
-    ax.set(xlabel="paired change in per-digit agreement (95% interval)")
-    ax.legend(fontsize=8)

@@ -29,7 +29,7 @@ from bottleneck_utils import adaln_cost, masks, metrics
 from bottleneck_utils.chapters import paper, report
 from bottleneck_utils.embeddings import conditional_vectors, sampling_timesteps
 from bottleneck_utils.models import Bundle, load
-from bottleneck_utils.organisms import classifier, composite, quality
+from bottleneck_utils.organisms import quality
 from bottleneck_utils.sampling import balanced_labels, resolve_autocast, sample, sampler_card
 from bottleneck_utils.stats import mean_npr
 
@@ -777,37 +777,6 @@ def rung_settings(bundle: Bundle, num_steps: int, tail_share: float, last_k: int
             ("head", f"head top-{head_k}, every step", head, "every")]
 
 
-def composite_runs(bundle: Bundle, num_classes: int, num_samples: int, num_steps: int, cfg_scale: float,
-                   tail_share: float, last_k: int, head_k: int, seed: int = 0,
-                   autocast: str | None = None) -> pd.DataFrame:
-    """Samples every :func:`rung_settings` setting from the same noise and scores it against the unpruned run
-    by composite-digit agreement (every setting at the transformer precision ``autocast``, see
-    :func:`sampling.sample`).
-
-    Returns one row per setting, indexed by its key (``"unpruned"``, ``"tail-every"``, …): its label, share of c
-    removed, per-digit and all-digit agreement, the paired change of the per-digit agreement with its 95%
-    :func:`paired_interval`, and the mean |Δ pixel| from the unpruned sample.
-    """
-    reader = classifier.load_classifier()
-    labels = balanced_labels(num_classes, num_samples)
-    wanted = composite.digits_of_class(labels, num_classes)  # (n, k)
-    rows, baseline = [], None
-    for key, label, mask, schedule in rung_settings(bundle, num_steps, tail_share, last_k, head_k):
-        images = sample(bundle, labels, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, mask=mask,
-                        schedule=schedule, autocast=autocast, progress=False)
-        cells = composite.cells_of(images)[:, : wanted.shape[1]]  # (n, k, 1, s, s)
-        cells = composite.readable(cells.reshape(-1, *cells.shape[2:]))
-        hits = (classifier.predict(reader, cells).argmax(-1).reshape(wanted.shape) == wanted).double()  # (n, k)
-        if baseline is None:
-            baseline = (images, hits)
-        change, low, high = paired_interval(hits.mean(-1) - baseline[1].mean(-1), seed=seed)
-        rows.append({"key": key, "setting": label, "removed": 0.0 if mask is None else mask.removed_fraction,
-                     "per_digit": hits.mean().item(), "all_digits": hits.all(-1).double().mean().item(),
-                     "Δ per_digit": change, "CI low": low, "CI high": high,
-                     "mean |Δ pixel|": (images - baseline[0]).abs().mean().item()})
-    return pd.DataFrame(rows).set_index("key")
-
-
 def change_columns(table: pd.DataFrame, setting: str, metric: str) -> dict:
     """A setting's value and paired change [interval] of ``metric`` in a :func:`metrics.bootstrap_table`, as the
     columns ``metric``, ``Δmetric``, ``Δmetric low``, ``Δmetric high``."""
@@ -856,8 +825,7 @@ def organism_runs(bundle: Bundle, n_samples: int, num_steps: int, cfg_scale: flo
 
 
 def rung_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
-    """The paper's pruning claims as verdict rows (:func:`report.claim_row`) on one :func:`composite_runs` or
-    :func:`organism_runs` table.
+    """The paper's pruning claims as verdict rows (:func:`report.claim_row`) on one :func:`organism_runs` table.
 
     Harmless (each tail schedule among the results): the 95% paired interval of the change in per-digit agreement
     lies above −``HARM_TOLERANCE``.

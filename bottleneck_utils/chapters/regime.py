@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from bottleneck_utils.chapters import paper, pruning, report
+from bottleneck_utils.chapters import paper, report
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR, shipped_fix
-from bottleneck_utils.models import Bundle, load
+from bottleneck_utils.models import Bundle
 from bottleneck_utils.organisms import quality, recipes, train
 from bottleneck_utils.organisms.recipes import Recipe
 
@@ -38,7 +38,7 @@ AXES = {
 }
 STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
 PARAMETERS = {"device": str, "seed": int, "num_samples": int, "num_steps": int, "autocast": str, "tail_share": float,
-              "last_k": int, "head_k": int}
+              "last_k": int, "head_ks": list}
 """The regime chapter's parameters: name → accepted type(s) (:func:`report.notebook_parameters`)."""
 MOVE_FRACTION = 0.1
 
@@ -193,17 +193,8 @@ def tail_overlap(bundle: Bundle, share: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-#                          The pruning claims on a rung (the protocol: chapters.pruning)
+#                          The regime's preconditions, shared by every chapter
 # ---------------------------------------------------------------------------------------------------
-
-
-def prune_rung(name: str, num_samples: int, num_steps: int, tail_share: float, last_k: int, head_k: int,
-               seed: int = 0, device: str = "cpu", autocast: str | None = None) -> pd.DataFrame:
-    """:func:`pruning.composite_runs` on a shipped rung (with weights), at the CFG scale its quality record found
-    best."""
-    record = quality.read_record(CHECKPOINT_DIR / name / "quality.json", name)
-    return pruning.composite_runs(load(name, device=device), recipes.RUNGS[name].classes, num_samples, num_steps,
-                                  record["best_cfg"], tail_share, last_k, head_k, seed, autocast)
 
 
 def precondition_rows(row: pd.Series, bands: dict) -> list[dict]:
@@ -240,18 +231,3 @@ def verdicts_beside(rows_by_model: dict[str, list[dict]]) -> pd.DataFrame:
                           **{name: [f"{row['ours']} → {row['verdict']}" for row in rows]
                              for name, rows in rows_by_model.items()}})
     return table.set_index("claim")
-
-
-def claims(table: pd.DataFrame, closest: str, pruned: dict[str, pd.DataFrame], bands: dict,
-           base: str = "ladder/c10") -> tuple[list[dict], list[str]]:
-    """The chapter's verdict rows: the preconditions of ``closest`` (its ``table`` row, :func:`precondition_rows`)
-    and the pruning claims on it (:func:`pruning.rung_claims` of ``pruned[closest]``); and the claims whose test
-    changes outcome between ``base`` and ``closest`` (each judged on its own results, under ``closest``'s
-    preconditions)."""
-    requires = precondition_rows(table.loc[closest], bands)
-    judged = {name: pruning.rung_claims(results, requires) for name, results in pruned.items()}
-    outcome = {name: [report.holds(row["value"], row["op"], row["bar"]) for row in rows]
-               for name, rows in judged.items()}
-    changed = [row["claim"] for row, before, after in zip(judged[closest], outcome[base], outcome[closest])
-               if before != after]
-    return [*requires, *judged[closest]], changed

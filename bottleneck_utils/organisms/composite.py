@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from bottleneck_utils.organisms.classifier import classifier_outputs
+from bottleneck_utils.organisms.data import load_mnist
 
 READER_SIZE = 14  # the shipped classifier's resolution; cells of another size are resized to it to be read
 GRID = 2  # a 2×2 canvas
@@ -124,3 +128,37 @@ def agreement(classifier, canvases: torch.Tensor, classes: torch.Tensor, num_cla
     read = classifier(readable(cells.reshape(-1, 1, size, size))).argmax(-1).reshape(len(canvases), k)  # (n, k)
     hits = read == digits_of_class(classes, num_classes)  # (n, k)
     return {"all_digits": hits.all(-1).double().mean().item(), "per_digit": hits.double().mean().item()}
+
+
+# ---------------------------------------------------------------------------------------------------
+#                  A quality measure with headroom: Fréchet distance of every cell's features
+# ---------------------------------------------------------------------------------------------------
+
+
+def canvas_features(reader, canvases: torch.Tensor) -> np.ndarray:
+    """(n, 1, 2s, 2s) canvases in [0, 1] → (n, 4·128) features: the classifier's penultimate layer of every cell,
+    labelled or not, concatenated in reading order (quantized to 8 bits first, as every metric's images are).
+
+    Agreement reads the labelled cells only; a distance on these features also sees a faded or garbled
+    unlabelled cell, which is the harm a mask of c can do while the labelled digit survives.
+    """
+    cells = cells_of(canvases)  # (n, 4, 1, s, s)
+    size = cells.shape[-1]
+    features, _ = classifier_outputs(reader, readable(cells.reshape(-1, 1, size, size)))  # (n·4, 128)
+    return features.reshape(len(canvases), -1)
+
+
+def real_canvases(classes: torch.Tensor, num_classes: int, cell: int, seed: int = 0) -> torch.Tensor:
+    """Real canvases (n, 1, 2·cell, 2·cell) in [0, 1] of the requested classes: each labelled cell a random MNIST
+    *test* digit of the requested value, the other cells random test digits (the reference of
+    :func:`canvas_features`; the organisms trained on the train split)."""
+    images, labels = load_mnist("test")
+    digits, labels = digits_at(images, cell), torch.as_tensor(labels).long()
+    generator = torch.Generator().manual_seed(seed)
+    wanted = digits_of_class(classes, num_classes)  # (n, k)
+    picks = torch.randint(len(digits), (len(wanted), CELLS), generator=generator)  # (n, 4) any digit
+    for value in range(10):  # the labelled cells: a random test digit of the requested value
+        pool = (labels == value).nonzero().flatten()
+        where = wanted == value  # (n, k)
+        picks[:, : wanted.shape[1]][where] = pool[torch.randint(len(pool), (int(where.sum()),), generator=generator)]
+    return tile(digits[picks])
