@@ -32,9 +32,7 @@ AXES = {
     "objective (10 classes)": ["ladder/c10", "ladder/flow-c10"],
     "objective (1000 classes)": ["ladder/c1000", "ladder/flow-c1000"],
     "training length": ["ladder/c10", "ladder/c10-long"],
-    "training length (width 128)": ["ladder/d128", "ladder/d128-long"],
     "training length (width 256)": ["ladder/d256", "ladder/d256-long"],
-    "training length (1000 classes)": ["ladder/c1000", "ladder/c1000-long"],
 }
 STATISTICS = ("npr_c", "cos_c", "cos_y", "npr_y")
 PARAMETERS = {"device": str, "seed": int, "num_samples": int, "num_steps": int, "autocast": str, "tail_share": float,
