@@ -66,3 +66,16 @@ def test_replicates_are_counted_against_the_regime_and_pending_seeds_named():
     assert sentence.startswith("1 of 2 shipped seeds are in the regime") and list(recipes.REGIME)[2] in sentence
     dense = pd.Series({"npr_c": 0.5, "cos_y": 0.6})  # a replicate whose c is not sparse is not in the regime
     assert not regime.in_regime(dense, bands)
+
+
+def test_a_move_within_the_seed_spread_does_not_count():
+    bands = regime.paper_bands()
+    table = pd.DataFrame({"npr_c": [0.5, 0.4], "cos_c": [0.95, 0.95], "cos_y": [0.0, 0.3], "npr_y": [0.5, 0.5]},
+                         index=["ladder/c10", "ladder/c10-long"])
+    moves = regime.axis_moves(table, bands).set_index("statistic")["moves"]
+    assert moves["npr_c"] == "toward" and moves["cos_y"] == "toward"
+    spread = {"npr_c": 0.2, "cos_c": 0.0, "cos_y": 0.1, "npr_y": 0.0}
+    moves = regime.axis_moves(table, bands, spread).set_index("statistic")["moves"]
+    assert moves["npr_c"] == "within seed spread" and moves["cos_y"] == "toward"
+    replicates = pd.DataFrame({"npr_c": [0.05, 0.06], "cos_c": [0.99, 0.99], "cos_y": [0.5, 0.7], "npr_y": [0.4, 0.4]})
+    assert regime.seed_spread(replicates) == pytest.approx({"npr_c": 0.01, "cos_c": 0.0, "cos_y": 0.2, "npr_y": 0.0})

@@ -135,13 +135,21 @@ def replicates_figure(names: list[str], bands: dict, compare: str = "ladder/d256
     return fig
 
 
-def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
+def seed_spread(replicates: pd.DataFrame) -> dict[str, float]:
+    """max − min of each of :data:`STATISTICS` over a recipe's seed replicates (:func:`replicate_table`): the change
+    that the seed alone makes, the only seed spread this CPU could measure (the in-regime recipe's)."""
+    return {key: float(replicates[key].max() - replicates[key].min()) for key in STATISTICS}
+
+
+def axis_moves(table: pd.DataFrame, bands: dict, spread: dict[str, float] | None = None) -> pd.DataFrame:
     """For every axis whose first rung and at least one other are shipped: does each statistic move toward the
     regime from the first rung to the furthest shipped one?
 
     The column ``ends below bar`` names the end rungs whose ``meets_bar`` is False (a table without that column
     counts every rung as meeting it): a move between models that do not yet do the task says little. The column
-    ``pending`` names the axis's rungs not shipped yet, so a verdict read off part of an axis says so.
+    ``pending`` names the axis's rungs not shipped yet, so a verdict read off part of an axis says so. With a
+    ``spread`` (:func:`seed_spread`), a move counts only when the statistic changes by more than the seed spread;
+    a smaller one reads "within seed spread".
     """
     rows = []
     for axis, rungs in AXES.items():
@@ -157,6 +165,8 @@ def axis_moves(table: pd.DataFrame, bands: dict) -> pd.DataFrame:
             change = after - before
             word = "in the band" if before == after == 0 else (
                 "toward" if change < -MOVE_FRACTION * before else "away" if change > MOVE_FRACTION * before else "flat")
+            if spread is not None and word in ("toward", "away") and abs(last[key] - first[key]) <= spread[key]:
+                word = "within seed spread"
             rows.append({"axis": axis, "from → to": " → ".join(r.split("/")[1] for r in ends),
                          "statistic": key, "first": first[key], "last": last[key], "moves": word,
                          "ends below bar": below, "pending": pending})
