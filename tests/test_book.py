@@ -13,7 +13,7 @@ import papermill
 import pytest
 import torch
 
-from bottleneck_utils import adaln_cost, stats
+from bottleneck_utils import adaln_cost, masks, stats
 from bottleneck_utils.chapters import regime, report
 from bottleneck_utils.embeddings import conditional_vectors, first_sampling_timestep, first_time_summary
 from bottleneck_utils.models import embedded_dir, load
@@ -31,6 +31,8 @@ SMOKE = {
                    "tail_fractions": [0.4], "last_k": 1, "head_ks": [1]},
     "regime": {},  # its defaults: it reads the shipped in-regime results files, measured with them
     "beyond": {"n_samples": 20, "num_steps": 2, "n_boot": 5},
+    "guidance": {"n_samples": 20, "num_steps": 2, "n_boot": 5, "probe_samples": 5, "organisms": ["mnist-unet"],
+                 "l1_variant": ""},
     "reproducibility": {},
 }
 
@@ -103,10 +105,17 @@ def expected_beyond() -> dict:
                for key, name in (("dit", "mnist-dit"), ("unet", "mnist-unet"))}}
 
 
+def expected_guidance() -> dict:
+    unet = load("mnist-unet")
+    tau = masks.threshold_for_fraction(unet, 0.3894, num_steps=SMOKE["guidance"]["num_steps"])
+    tail = masks.tail_mask(unet, tau, num_steps=SMOKE["guidance"]["num_steps"])
+    return {"first_removed": 100 * tail.removed_fraction, "n_samples": SMOKE["guidance"]["n_samples"]}
+
+
 EXPECTED = {"similarity": expected_similarity, "head_tail": expected_head_tail,
             "training_dynamics": expected_training_dynamics, "pruning": expected_pruning,
             "continuous": expected_continuous, "regime": expected_regime, "beyond": expected_beyond,
-            "reproducibility": dict}
+            "guidance": expected_guidance, "reproducibility": dict}
 
 
 def test_every_chapter_has_smoke_parameters_and_expected_numbers():
@@ -115,7 +124,7 @@ def test_every_chapter_has_smoke_parameters_and_expected_numbers():
 
 def test_chapters_follow_the_table_of_contents():
     assert book.CHAPTERS == ["similarity", "head_tail", "training_dynamics", "pruning", "continuous", "regime", "beyond",
-                             "reproducibility"]
+                             "guidance", "reproducibility"]
 
 
 def test_executed_notebooks_match_their_sources():
@@ -162,6 +171,7 @@ VERDICT_SOURCES = {
     "pruning": ("a sparse c makes the model faster", "headline_ratio"),
     "regime": ("precondition: c is sparse", "judged_npr_c"),
     "beyond": ("mnist-unet: precondition: c is sparse", "unet_npr"),
+    "guidance": ("precondition: mnist-unet: the tail improves FID", "first_improves_high"),
 }
 
 
