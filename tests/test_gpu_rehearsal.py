@@ -216,7 +216,7 @@ def test_end_to_end_on_tiny_checkpoints_on_the_cpu(tmp_path):
     env = os.environ | rehearsal.ONE_THREAD | {"HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_rehearsal.py"), "--device", "cpu", "--size",
                            "tiny", "--out", str(out), "--chapters", "similarity", "--models", "dit"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((out / "report.json").read_text())
     about = result["rehearsal"]

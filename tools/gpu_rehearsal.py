@@ -46,7 +46,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -543,8 +542,9 @@ def environment(args) -> dict:
     from bottleneck_utils import provenance
 
     cuda = args.device == "cuda" and torch.cuda.is_available()
-    return {"device": args.device, "device_name": torch.cuda.get_device_name() if cuda else platform.processor()
-            or platform.machine(), "size": args.size, "gpu": cuda, "torch": torch.__version__,
+    machine = provenance.hardware()
+    return {"device": args.device, "device_name": torch.cuda.get_device_name() if cuda else machine["cpu"],
+            "cpu": machine["cpu"], "size": args.size, "gpu": cuda, "torch": torch.__version__,
             "diffusers": diffusers.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "git_commit": provenance.git_commit(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "budget_s": args.budget_s, "chapters": args.chapters, "models": args.models}
