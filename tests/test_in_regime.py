@@ -77,7 +77,7 @@ def verdicts(tables):
 def test_a_harmless_tail_passes_and_a_harmful_one_fails():
     good = verdicts({"x-s0": fabricated_table(tail_delta=0.5)})
     assert good["tail-every: harmless (CFG 4)"] == "reproduced"
-    assert good["the tail matters less than tail-random-energy (CFG 4)"] == "reproduced"
+    assert good["pruning the tail harms less than pruning tail-random-energy (CFG 4)"] == "reproduced"
     harmful = verdicts({"x-s0": fabricated_table(), "x-s1": fabricated_table(tail_delta=25.0)})
     assert harmful["tail-every: harmless (CFG 4)"] == "not reproduced"  # one seed breaks it for the recipe
 
@@ -86,7 +86,7 @@ def test_a_test_that_cannot_see_harm_makes_harmless_not_testable():
     rows = verdicts({"x-s0": fabricated_table(energy_delta=0.0)})
     assert rows["precondition: the test sees harm: tail-random-energy is not within the floor (CFG 4)"] == "unmet"
     assert rows["tail-every: harmless (CFG 4)"] == "not testable here"
-    assert rows["the tail matters less than tail-random-energy (CFG 4)"] == "not reproduced"
+    assert rows["pruning the tail harms less than pruning tail-random-energy (CFG 4)"] == "not reproduced"
 
 
 def test_the_head_destroys_only_above_the_papers_bar():

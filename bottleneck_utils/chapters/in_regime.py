@@ -15,7 +15,8 @@ change ΔCFD with the package's paired bootstrap (:func:`metrics.paired_resample
 * *the test sees harm* (the precondition of every "harmless" claim): the random set holding the tail's share of
   ‖c‖² (:func:`masks.energy_matched_random_mask`) is not harmless by that test. Otherwise a "harmless" says only
   that the measure cannot see a perturbation of that size: "not testable here".
-* *matters less than a control*: the top of the setting's interval lies below the bottom of the control's.
+* *harms less than a control*: the top of the setting's interval lies below the bottom of the control's (a
+  negative ΔCFD, a better CFD, counts as less harm).
 * *destroys generation*: CFD at least :data:`DESTROYED_RATIO` times the unpruned one, the bar between Table 2's
   two head rows (see there).
 
@@ -478,7 +479,7 @@ def cfg_claims(tables: dict[str, pd.DataFrame], cfg: float, head_k: int, require
                                      ours=text, value=worst, op="<=", bar=1.0, requires=harm_requires))
     for control in ("tail-random-count", "tail-random-energy"):
         worst, text = _worst(tables, cfg, _less_than("tail-every", control))
-        rows.append(report.claim_row(f"the tail matters less than {labels[control]}{at}", paper="(implied by §5)",
+        rows.append(report.claim_row(f"pruning the tail harms less than pruning {labels[control]}{at}", paper="(implied by §5)",
                                      ours=text, value=-worst, op=">", bar=0.0, requires=requires))
     key = f"head-{head_k}-recomputed"
     worst, text = _worst(tables, cfg, _ratio_at_least(key))
@@ -486,7 +487,7 @@ def cfg_claims(tables: dict[str, pd.DataFrame], cfg: float, head_k: int, require
                                  paper=pruning._paper_fid("head", 1.0, "every"), ours=f"CFD {text}", value=-worst, op=">=",
                                  bar=DESTROYED_RATIO, requires=requires))
     worst, text = _worst(tables, cfg, _less_than(f"head-{head_k}-random-energy", key))
-    rows.append(report.claim_row(f"the head matters more than {labels[f'head-{head_k}-random-energy']}{at}",
+    rows.append(report.claim_row(f"pruning the head harms more than pruning {labels[f'head-{head_k}-random-energy']}{at}",
                                  paper="(implied by §5)", ours=text, value=-worst, op=">", bar=0.0, requires=requires))
     return rows
 
