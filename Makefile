@@ -10,7 +10,7 @@ JOBS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book execute html test train train-ladder train-regime train-beyond bench clean
+.PHONY: venv book execute html test train train-ladder train-regime measure-regime train-beyond bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
@@ -44,6 +44,9 @@ train-ladder: venv          ## the regime ladder, one rung after another, 1 thre
 
 train-regime: venv          ## the in-regime recipe's three seed replicates, one after another (2 threads; never in CI)
 	$(PY) -m bottleneck_utils.organisms.cli regime train --threads 2
+
+measure-regime: venv        ## the regime chapter's in-regime study of each replicate into results/in_regime (resumable; never in CI)
+	$(PY) -m bottleneck_utils.chapters.in_regime measure --threads 2
 
 train-beyond: venv          ## the bottleneck-trained variants and the U-Net, one after another, 1 thread (never in CI)
 	OMP_NUM_THREADS=1 $(PY) -m bottleneck_utils.organisms.cli beyond train
