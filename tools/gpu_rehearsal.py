@@ -34,6 +34,11 @@ toy width, for a CPU. Then, each step timed and recorded, a failure recorded and
    as they are. Each records its wall time and, from a cell appended to the kernel, ``torch.cuda``'s peak
    allocated memory (and the kernel's peak RSS).
 
+On a short lease, split it: the pruning chapter's statistics (a clean-fid ``sqrtm`` of a 2048² matrix per setting,
+about 20 settings, and the bootstrap's eigendecompositions) run on the host's CPU whatever the device, and took over
+35 minutes on one shared CPU thread at tiny sizes, so give it a call of its own (``--chapters pruning --skip load
+throughput mask_overhead fid5k``) after one with ``--chapters similarity head_tail`` and the speed steps.
+
 It writes ``OUT/report.json``, ``OUT/report.md`` (the tables of the reproducibility appendix) and the executed
 notebooks under ``OUT/notebooks/``; the exit status is nonzero when any step failed or was skipped for
 ``--budget-s``. This is build tooling for a source checkout, not part of the importable package.
