@@ -4,6 +4,7 @@ bfloat16 on cuda; report.provenance and report.glue_sampled carry it into each c
 and every notebook that samples declares cards and glues its sample-based values through glue_sampled."""
 
 import ast
+import functools
 import importlib
 import json
 import re
@@ -141,6 +142,7 @@ def test_bad_card_inputs_raise_one_line(bad, fix):
     one_line(error)
 
 
+@pytest.mark.slow  # the MNIST reference features: ~10 s on an idle core
 def test_evaluators_name_their_feature_network():
     from bottleneck_utils.organisms import quality
 
@@ -305,7 +307,8 @@ def _qualified(call: ast.Call, module: str, local: set[str], aliases: dict[str, 
     return None
 
 
-def sampling_functions() -> set[str]:
+@functools.cache
+def sampling_functions() -> frozenset[str]:
     """Every package function that samples: calls sample() or a function that does, to a fixed point."""
     modules = sorted({f"bottleneck_utils.{path.relative_to(ROOT / 'bottleneck_utils').with_suffix('')}".replace(
         "/", ".") for path in (ROOT / "bottleneck_utils").rglob("*.py") if path.name != "__init__.py"})
@@ -318,7 +321,7 @@ def sampling_functions() -> set[str]:
     samplers = set(SAMPLERS)
     while grown := {name for name, called in calls.items() if called & samplers} - samplers:
         samplers |= grown
-    return samplers
+    return frozenset(samplers)
 
 
 def _reads(node: ast.AST) -> set[str]:
@@ -427,11 +430,9 @@ def notebook_code(name: str) -> str:
 
 
 NOTEBOOKS = sorted(path.stem for path in (ROOT / "notebooks").glob("*.md"))
-PENDING = {"regime": "issue #25: the integrator applies sampler cards to the regime chapter"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=PENDING[name]))
-                                  if name in PENDING else name for name in NOTEBOOKS])
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_sampling_notebook_carries_its_sampler_cards(name):
     assert notebook_violations(notebook_code(name)) == []
 
