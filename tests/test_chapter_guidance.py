@@ -186,8 +186,7 @@ def test_no_gain_leaves_the_hypothesis_not_testable():
     assert set(found.values()) == {"not testable here"}
 
 
-def test_outside_is_the_distance_to_an_interval():
-    assert guidance.outside(2.0, 1.5, 2.5) == 0.0
-    assert guidance.outside(3.0, 1.5, 2.5) == pytest.approx(0.5)
-    assert guidance.outside(1.0, 1.5, 2.5) == pytest.approx(0.5)
-    assert np.isnan(guidance.outside(1.0, float("nan"), 2.5))
+def test_the_predicted_band_is_capped_at_the_books_cfg():
+    assert guidance.predicted_band({"w_match": (2.5, 2.2, 2.9, 1.0), "cfg": 3.0}) == pytest.approx((1.95, 3.0))
+    assert guidance.predicted_band({"w_match": (1.1, 0.9, 1.3, 1.0), "cfg": 3.0}) == pytest.approx((1.0, 1.55))
+    assert all(np.isnan(guidance.predicted_band({"w_match": (np.nan,) * 4, "cfg": 3.0})))
