@@ -3,6 +3,7 @@ numbers the package computes itself; bad parameters, unknown parameters and bad 
 
 import ast
 import csv
+import math
 import os
 import time
 from pathlib import Path
@@ -45,8 +46,17 @@ def glued(notebook) -> dict:
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
                 text = output["data"]["application/papermill.record/text/plain"]
-                values[name] = ast.literal_eval(text) if text[:1].isdigit() or text[:1] in "-'\"[{" else text
+                values[name] = literal(text) if text[:1].isdigit() or text[:1] in "-'\"[{" else text
     return values
+
+
+def literal(text: str):
+    """``ast.literal_eval``, and the reprs ``nan`` and ``inf`` a verdict row glues for a number that is no
+    measurement (its claim is then 'not testable here'), which literal_eval refuses."""
+    try:
+        return ast.literal_eval(text)
+    except ValueError:
+        return eval(text, {"__builtins__": {}}, {"nan": math.nan, "inf": math.inf})  # our own glued reprs only
 
 
 def summary_at_t0(model: str, num_steps: int, labels=None) -> dict:
