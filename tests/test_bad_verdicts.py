@@ -202,7 +202,7 @@ TRUNCATED_LOG = "step,cos_c,npr_c\n0,0.5,0.6\n100,0.9"  # cut inside the last ro
 def checkpoints(tmp_path, monkeypatch):
     """A private package data for the organisms and chapters that read it."""
     root = tmp_path / "checkpoints"
-    for module in (train, regime, beyond):
+    for module in (train, regime, in_regime, beyond):
         monkeypatch.setattr(module, "CHECKPOINT_DIR", root)
     (root / "ladder" / "c10").mkdir(parents=True)
     return root

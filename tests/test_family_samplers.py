@@ -304,9 +304,10 @@ def test_sampling_cli_refuses_bad_sampler_options_before_loading(tmp_path, capsy
      {"num_steps": 7, "cfg_scale": 1.5, "solver": "repa-heun", "guidance_interval": [0.0, 0.7]}),
     ([], {"num_steps": 50, "cfg_scale": 4.0, "family": None, "shift": None, "cfg_channels": None}),
 ])
-def test_sampling_cli_passes_the_family_and_its_defaults(tmp_path, monkeypatch, argv, expected):
+def test_sampling_cli_passes_the_family_and_its_defaults(tmp_path, monkeypatch, argv, expected, sit):
     seen = {}
-    monkeypatch.setattr(sampling, "load", lambda *a, **k: tiny_bundle())
+    flow_family = "--family" in argv  # the flow families sample flow models (the card checks it before sampling)
+    monkeypatch.setattr(sampling, "load", lambda *a, **k: sit if flow_family else tiny_bundle())
     monkeypatch.setattr(sampling, "sample_sharded", lambda bundle, labels, **kwargs: seen.update(kwargs))
     sampling.main(["mnist-dit", "--num-samples", "4", "--npz", str(tmp_path / "s.npz")] + argv)
     assert {key: seen[key] for key in expected} == expected
