@@ -106,7 +106,7 @@ def test_pruning_claims_judge_a_harmful_tail_and_set_a_nan_one_aside():
     savings = {"headline_ratio": 0.9, "headline_share": 0.3894, "saving_headline": 1e-4}
 
     def judged(**changes):
-        rows = pruning.claims(scores(**changes), hidden_size=100, k=3, npr_c=0.01, savings=savings, embedded=True,
+        rows = pruning.claims(scores(**changes), hidden_size=100, k=3, statistics={"npr_c": 0.01, "cos_y": 0.6}, savings=savings, embedded=True,
                               n_samples=100)
         assert report.rule_violations(rows) == []
         return {row["claim"]: row for row in rows}

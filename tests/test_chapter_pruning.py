@@ -107,7 +107,7 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
 
 def judged(**changes) -> dict[str, str]:
     savings = {"headline_ratio": 0.9, "headline_share": 0.3894, "saving_headline": 1e-4}
-    return verdicts(pruning.claims(scores(**changes), hidden_size=D, k=3, npr_c=0.01, savings=savings,
+    return verdicts(pruning.claims(scores(**changes), hidden_size=D, k=3, statistics={"npr_c": 0.01, "cos_y": 0.6}, savings=savings,
                                    embedded=True, n_samples=100))
 
 

@@ -26,12 +26,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bottleneck_utils import adaln_cost, masks, metrics
-from bottleneck_utils.chapters import paper, report
-from bottleneck_utils.embeddings import conditional_vectors, sampling_timesteps
+from bottleneck_utils.chapters import paper, regime, report
+from bottleneck_utils.embeddings import sampling_timesteps
 from bottleneck_utils.models import Bundle, load
 from bottleneck_utils.organisms import quality
 from bottleneck_utils.sampling import balanced_labels, resolve_autocast, sample, sampler_card
-from bottleneck_utils.stats import mean_npr
 
 _OPTIONAL_INT, _OPTIONAL_FLOAT = (int, type(None)), (float, int, type(None))
 PARAMETERS = {
@@ -601,10 +600,10 @@ def flow_comparison(names: list[str], labels, p: dict) -> tuple[pd.DataFrame | N
 # ---------------------------------------------------------------------------------------------------
 
 
-def claims(scores: dict, *, hidden_size: int, k: int, npr_c: float, savings: dict, embedded: bool,
+def claims(scores: dict, *, hidden_size: int, k: int, statistics: dict, savings: dict, embedded: bool,
            n_samples: int) -> list[dict]:
-    """The pruning chapter's verdict rows: two preconditions (c is sparse; the random control of the tail's size
-    fails the intact test), the tail at each schedule intact, damage growing with the share, nearly all of the tail
+    """The pruning chapter's verdict rows: the book's regime preconditions (:func:`regime.precondition_rows`: c is
+    sparse, y is aligned) and the test's (the random control of the tail's size fails the intact test), the tail at each schedule intact, damage growing with the share, nearly all of the tail
     destroying generation, each head destroying and beating its random control, the tail beating its control, the
     paper's changes against the seed-to-seed noise, and the speed of a sparse c.
 
@@ -615,15 +614,15 @@ def claims(scores: dict, *, hidden_size: int, k: int, npr_c: float, savings: dic
         scores: :func:`chapter_scores`' ``table`` (setting, metric → value, delta, delta_low, delta_high),
             ``info`` (setting → mask, schedule, removed, removed %) and ``seed_points`` (noise seed → FID, ...).
         hidden_size: D of the model; k: the last-k schedule's k.
-        npr_c: mean nPR of c at t₀.
+        statistics: the model's ``npr_c`` and ``cos_y`` (:func:`embeddings.first_time_summary`).
         savings: :func:`compute_savings`' values (``headline_ratio``, ``headline_share``, ``saving_headline``).
         embedded: a shipped organism: its FID is not Inception FID, so the noise-floor claim is not comparable.
         n_samples: samples per setting.
     """
     sweep = _Sweep(scores, k)
     found = headline(sweep.info, hidden_size, k)
-    sparse, sees_harm = _preconditions(sweep, found["every"], npr_c)
-    return [sparse, sees_harm, *_intact_rows(sweep, found, k, [sparse, sees_harm]), *_growth_rows(sweep, sparse),
+    sparse, sees_harm = _preconditions(sweep, found["every"], statistics)
+    return [*sparse, sees_harm, *_intact_rows(sweep, found, k, [*sparse, sees_harm]), *_growth_rows(sweep, sparse),
             *_head_rows(sweep, k, sparse), _tail_control_row(sweep, found["every"], sparse),
             _noise_row(scores, embedded, n_samples), _speed_row(savings)]
 
@@ -657,12 +656,11 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def _preconditions(sweep: _Sweep, every: str | None, npr_c: float) -> tuple[dict, dict]:
-    """c is sparse; the random control of the headline tail's size fails the intact test (so the test sees harm)."""
-    bars, control = paper.BARS, sweep.control_of(every)
-    sparse = report.precondition_row("c is sparse, as in every model of Table 1 (the tail is near zero)",
-                                     paper=f"nPR ≤ {bars['sparse_npr']:.2%}", ours=f"{npr_c:.2%}", value=npr_c,
-                                     op="<=", bar=bars["sparse_npr"])
+def _preconditions(sweep: _Sweep, every: str | None, statistics: dict) -> tuple[list[dict], dict]:
+    """The regime rows (c is sparse, y is aligned: the book's one vocabulary); the random control of the headline
+    tail's size fails the intact test (so the test sees harm)."""
+    control = sweep.control_of(every)
+    sparse = regime.precondition_rows(pd.Series(statistics), regime.paper_bands())
     sees_harm = report.precondition_row(
         "the intact test can see harm: the random control of the tail's size fails it", paper="no random control",
         ours=sweep.ratio_text(control), value=sweep.of(control, "delta_low"), op=">", bar=0.0)
@@ -749,11 +747,6 @@ def _speed_row(savings: dict) -> dict:
              f"{100 * savings['saving_headline']:.3f}% of a DiT-XL/2 forward saved",
         value=float(savings["headline_ratio"]), op="<", bar=1.0,
         negligible=(float(savings["saving_headline"]), "<", paper.BARS["negligible_forward_share"]))
-
-
-def npr_of_c(bundle: Bundle, t0: float) -> float:
-    """Mean nPR of c at t₀ over the classes (the sparsity precondition of :func:`claims`)."""
-    return mean_npr(conditional_vectors(bundle, timesteps=t0)).item()
 
 
 # ---------------------------------------------------------------------------------------------------
