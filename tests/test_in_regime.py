@@ -183,3 +183,10 @@ def test_bad_study_parameters_are_one_line_errors(change, match):
     with pytest.raises(ValueError, match=match) as error:
         in_regime.check_study(bundle, in_regime.DEFAULTS | {"head_ks": [1, 2]} | change)
     assert "\n" not in str(error.value)
+
+
+def test_the_papers_head_rows_give_the_bar_and_the_shares():
+    ratios = in_regime.paper_head_ratios()
+    assert sorted(ratios) == [2, 8] and ratios[2] < in_regime.DESTROYED_RATIO < ratios[8]
+    assert in_regime.DESTROYED_RATIO == pytest.approx((ratios[2] * ratios[8]) ** 0.5)
+    assert [(count, d) for count, _, d in in_regime.paper_head_rows()] == [(2, 1152), (8, 1152)]

@@ -71,6 +71,16 @@ DEFAULTS = {"num_samples": 1000, "num_steps": 25, "seed": 0, "tail_share": paper
 # ---------------------------------------------------------------------------------------------------
 
 
+def paper_head_ratios() -> dict[int, float]:
+    """Table 2's head rows: coordinates removed → FID ratio to the baseline (the two ends of the destroyed bar)."""
+    return {count: row["FID"] / _BASE_FID for count, row in _HEAD.items()}
+
+
+def paper_head_rows() -> list[tuple[int, float, int]]:
+    """(coordinates removed, share of D, D) of Table 2's head rows."""
+    return [(count, share, paper.TABLE1["REPA"]["D"]) for count, share in PAPER_HEAD_SHARES.items()]
+
+
 def head_k_of_share(share: float, hidden_size: int) -> int:
     """The head count of ``share`` of D on a model of width ``hidden_size`` (at least 1)."""
     return max(1, round(share * hidden_size))
