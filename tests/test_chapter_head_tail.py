@@ -92,6 +92,10 @@ def test_figures_have_their_panels(bundle):
     assert tsne.axes[1].get_title().startswith("head only (2 dims)")
     for figure in (magnitudes, head_tail.thresholds_figure(results, "tiny"), variance, tsne):
         plt.close(figure)
+    one_dim = results | {"views": results["views"] | {"head only": results["views"]["head only"][:1]}}
+    tsne = head_tail.tsne_figure(one_dim, 12, 0, "tiny")  # a head of one coordinate (hidden size below ~75)
+    assert tsne.axes[1].get_title().startswith("head only (1 dims)")
+    plt.close(tsne)
 
 
 def test_measure_models_keeps_the_judged_model_first_and_tabulates_each(bundle):

@@ -260,7 +260,8 @@ def tsne_figure(results: dict, tsne_points: int, seed: int, name: str):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for ax, (view, dims) in zip(axes, results["views"].items()):
         features = points[..., dims].reshape(-1, len(dims))[keep].numpy()
-        embedded = TSNE(perplexity=min(30, len(keep) - 1), random_state=seed, init="pca").fit_transform(features)
+        init = "pca" if len(dims) >= 2 else "random"  # a one-coordinate head has no second principal direction
+        embedded = TSNE(perplexity=min(30, len(keep) - 1), random_state=seed, init=init).fit_transform(features)
         ax.scatter(embedded[:, 0], embedded[:, 1], c=flat_labels[keep], cmap="tab10" if chance >= 0.1 else "hsv", s=6)
         ax.set(title=f"{view} ({len(dims)} dims): probe accuracy {accuracy[view]:.1%}", xticks=[], yticks=[])
     fig.suptitle(f"{name}: t-SNE of c(y, t), coloured by class (chance {chance:.1%})")
