@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from bottleneck_utils import masks, metrics
 from bottleneck_utils.chapters import paper, pruning, report
-from bottleneck_utils.images import write_atomically
+from bottleneck_utils.images import to_uint8, write_atomically
 from bottleneck_utils.integrity import CHECKPOINT_DIR
 from bottleneck_utils.models import Bundle, load
 from bottleneck_utils.organisms import classifier, composite, quality, recipes
@@ -56,6 +56,7 @@ FEATURE_DIMS = 128  # principal directions of the real canvases' 4·128 features
 N_BOOT = 200
 HEADROOM_AGREEMENT = 0.95  # the second CFG scale: unpruned per-digit agreement below this leaves room to fall
 REFERENCE_SIZE = 10_000  # real canvases in the reference
+LIVE_SAMPLES = 100  # the first samples of each setting, kept as 8-bit images and re-sampled by the chapter
 FEATURE_NETWORK = f"mnist-classifier fc1 of the 4 cells, top {FEATURE_DIMS} PCs of the real features"
 _HEAD = {row["removed"]: row for row in paper.TABLE2 if row["mask"] == "head"}  # removed count → Table 2 row
 _BASE_FID = paper.TABLE2[0]["FID"]
@@ -149,8 +150,6 @@ def study_spec(bundle: Bundle, p: dict, device: str = "cpu") -> dict:
                         "feature_network": FEATURE_NETWORK, "distance": "canvas Fréchet distance"}}
 
 
-LIVE_SAMPLES = 100  # the first samples of each setting, kept as 8-bit images and re-sampled by the chapter
-
 
 # ---------------------------------------------------------------------------------------------------
 #                           The canvas Fréchet distance and one setting's run
@@ -184,13 +183,16 @@ def run_setting(bundle: Bundle, setting: dict, labels: torch.Tensor, cfg: float,
                 space: CanvasSpace, autocast) -> dict:
     """Samples one setting and returns its images (n, 1, H, W) in [0, 1], projected features and the digit read
     in every cell (n, 4)."""
-    images = sample(bundle, labels, num_steps=p["num_steps"], cfg_scale=cfg, seed=seed, mask=setting["mask"],
-                    schedule=setting["schedule"], autocast=autocast, progress=False)
-    cells = composite.cells_of(images)  # (n, 4, 1, s, s)
-    readable = composite.readable(cells.reshape(-1, *cells.shape[2:]))
-    reads = classifier.predict(reader, readable).argmax(-1).reshape(len(images), composite.CELLS)
+    images = sample_setting(bundle, setting, labels, cfg, seed, p, autocast)
     return {"images": images, "projected": space.project(composite.canvas_features(reader, images)),
-            "reads": reads.to(torch.int8)}
+            "reads": composite.read_cells(reader, images).to(torch.int8)}
+
+
+def sample_setting(bundle: Bundle, setting: dict, labels: torch.Tensor, cfg: float, seed: int, p: dict,
+                   autocast) -> torch.Tensor:
+    """One setting's samples (n, 1, H, W) in [0, 1]: its mask and schedule, the study's steps."""
+    return sample(bundle, labels, num_steps=p["num_steps"], cfg_scale=cfg, seed=seed, mask=setting["mask"],
+                  schedule=setting["schedule"], autocast=autocast, progress=False)
 
 
 def summary_row(setting: dict, run: dict, baseline: dict, base_draws: np.ndarray, wanted: torch.Tensor,
@@ -301,7 +303,8 @@ def stored_arrays(run: dict, baseline: dict) -> dict:
 
 
 def to_8bit(images: torch.Tensor) -> np.ndarray:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    """(n, 1, H, W) in [0, 1] → uint8 in the results files' (n, 1, H, W) layout (:func:`images.to_uint8`)."""
+    return to_uint8(images).transpose(0, 3, 1, 2)
 
 
 def measure(name: str, p: dict | None = None, device: str = "cpu", path: Path | None = None,
@@ -404,13 +407,9 @@ def live_check(name: str, stored: dict, p: dict, cfg: float, keys: list[str], de
     by_key = {setting["key"]: setting for setting in settings(bundle, p)}
     rows = []
     for key in keys:
-        images = sample(bundle, labels, num_steps=p["num_steps"], cfg_scale=cfg, seed=p["seed"],
-                        mask=by_key[key]["mask"], schedule=by_key[key]["schedule"],
-                        autocast=resolve_autocast(p["autocast"], device), progress=False)
+        images = sample_setting(bundle, by_key[key], labels, cfg, p["seed"], p, resolve_autocast(p["autocast"], device))
         off = np.abs(to_8bit(images).astype(int) - stored["arrays"][f"{cfg:g}/{key}/live"].astype(int))
-        cells = composite.cells_of(images)
-        reads = classifier.predict(reader, composite.readable(cells.reshape(-1, *cells.shape[2:]))).argmax(-1)
-        same = (reads.reshape(-1, composite.CELLS).numpy() == stored["arrays"][f"{cfg:g}/{key}/reads"][:LIVE_SAMPLES])
+        same = composite.read_cells(reader, images).numpy() == stored["arrays"][f"{cfg:g}/{key}/reads"][:LIVE_SAMPLES]
         rows.append({"model": name, "setting": key, "cfg": cfg, "pixels off by 1": float((off == 1).mean()),
                      "pixels off by more": float((off > 1).mean()), "cells read alike": float(same.mean())})
     checks = pd.DataFrame(rows)
@@ -429,7 +428,7 @@ def floors(table: pd.DataFrame) -> pd.Series:
 
 
 def interval(row: pd.Series) -> str:
-    return f"{row['ΔCFD']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]"
+    return pruning.interval_text(row["ΔCFD"], row["low"], row["high"])
 
 
 def smallest_destroying_k(table: pd.DataFrame, cfg: float, kind: str = "recomputed") -> int | None:
@@ -485,7 +484,7 @@ def cfg_claims(tables: dict[str, pd.DataFrame], cfg: float, head_k: int, require
     rows = [sees_harm]
     for key, schedule in (("tail-every", "every"), ("tail-first", "first"), ("tail-last", "last")):
         worst, text = _worst(tables, cfg, _within(key))
-        rows.append(report.claim_row(f"{labels[key]}: harmless{at}", paper=pruning._paper_fid("tail", 0.01, schedule),
+        rows.append(report.claim_row(f"{labels[key]}: harmless{at}", paper=pruning.paper_fid("tail", 0.01, schedule),
                                      ours=text, value=worst, op="<=", bar=1.0, requires=harm_requires))
     for control in ("tail-random-count", "tail-random-energy"):
         worst, text = _worst(tables, cfg, _less_than("tail-every", control))
@@ -494,7 +493,7 @@ def cfg_claims(tables: dict[str, pd.DataFrame], cfg: float, head_k: int, require
     key = f"head-{head_k}-recomputed"
     worst, text = _worst(tables, cfg, _ratio_at_least(key))
     rows.append(report.claim_row(f"{labels[key]} (the paper's {max(_HEAD)} of 1152 by share): destroys generation{at}",
-                                 paper=pruning._paper_fid("head", 1.0, "every"), ours=f"CFD {text}", value=-worst, op=">=",
+                                 paper=pruning.paper_fid("head", 1.0, "every"), ours=f"CFD {text}", value=-worst, op=">=",
                                  bar=DESTROYED_RATIO, requires=requires))
     worst, text = _worst(tables, cfg, _less_than(f"head-{head_k}-random-energy", key))
     rows.append(report.claim_row(f"pruning the head harms more than pruning {labels[f'head-{head_k}-random-energy']}{at}",

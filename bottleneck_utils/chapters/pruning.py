@@ -833,7 +833,7 @@ def rung_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
     def harmless(key: str, schedule: str) -> dict:
         row = results.loc[key]
         return report.claim_row(
-            f"{row['setting']}: harmless", paper=_paper_fid("tail", 0.01, schedule), requires=requires,
+            f"{row['setting']}: harmless", paper=paper_fid("tail", 0.01, schedule), requires=requires,
             ours=f"Δ per-digit {interval_text(row['Δ per_digit'], row['CI low'], row['CI high'], 3)}",
             value=float(row["CI low"]), op=">", bar=-HARM_TOLERANCE)
 
@@ -843,14 +843,14 @@ def rung_claims(results: pd.DataFrame, requires: list[dict]) -> list[dict]:
         report.claim_row("the tail matters less than a random set of its size", paper="(implied by §5)",
                          ours=f"tail {tail['Δ per_digit']:+.3f} vs random {control['Δ per_digit']:+.3f}",
                          value=float(tail["CI low"] - control["CI high"]), op=">", bar=0.0, requires=requires),
-        report.claim_row(f"{head['setting']}: destroys generation", paper=_paper_fid("head", 1.0, "every"),
+        report.claim_row(f"{head['setting']}: destroys generation", paper=paper_fid("head", 1.0, "every"),
                          ours=f"per-digit {unpruned:.3f} → {head['per_digit']:.3f}{nothing}",
                          value=float(head["per_digit"] / unpruned) if unpruned else float("nan"), op="<",
                          bar=DESTROYED_BELOW, requires=requires),
     ]
 
 
-def _paper_fid(mask: str, tau: float, schedule: str) -> str:
+def paper_fid(mask: str, tau: float, schedule: str) -> str:
     """"FID baseline → pruned (n dims)" of one Table 2 row."""
     rows = {(r["mask"], r["tau"], r["schedule"]): r for r in paper.TABLE2}
     row = rows[(mask, tau, schedule)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bottleneck_utils.organisms.classifier import classifier_outputs
+from bottleneck_utils.organisms.classifier import classifier_outputs, predict
 from bottleneck_utils.organisms.data import load_mnist
 
 READER_SIZE = 14  # the shipped classifier's resolution; cells of another size are resized to it to be read
@@ -133,6 +133,13 @@ def agreement(classifier, canvases: torch.Tensor, classes: torch.Tensor, num_cla
 # ---------------------------------------------------------------------------------------------------
 #                  A quality measure with headroom: Fréchet distance of every cell's features
 # ---------------------------------------------------------------------------------------------------
+
+
+def read_cells(reader, canvases: torch.Tensor) -> torch.Tensor:
+    """The digit ``reader`` reads in every cell of (n, 1, 2s, 2s) canvases in [0, 1]: (n, 4), in reading order."""
+    cells = cells_of(canvases)  # (n, 4, 1, s, s)
+    size = cells.shape[-1]
+    return predict(reader, readable(cells.reshape(-1, 1, size, size))).argmax(-1).reshape(len(canvases), CELLS)
 
 
 def canvas_features(reader, canvases: torch.Tensor) -> np.ndarray:
