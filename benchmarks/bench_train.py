@@ -11,6 +11,8 @@ step and its FLOP/s over the float32 peak:
 
     float32 (the trainer's step) | bfloat16 autocast | torch.compile | batch 64 | batch 256
 
+and then where the float32 step's time goes, as shares of its profiled CPU time (matmul, attention, layer norm,
+optimizer, elementwise). ``--rung`` takes a ladder rung or an in-regime replicate (``regime/d256-p6-b64-s0``).
 The script always exits 0 (a benchmark, not a test).
 """
 
@@ -66,14 +68,33 @@ def step_flops(step) -> int:
     return counter.get_total_flops()
 
 
+OP_KINDS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"),
+            "attention": ("aten::_scaled_dot_product",), "layer norm": ("aten::native_layer_norm",),
+            "optimizer (AdamW, EMA)": ("Optimizer.", "aten::_foreach", "aten::lerp")}
+
+
+def time_by_kind(step, repeats: int) -> dict[str, float]:
+    """Share of one step's self CPU time per kind of op (:data:`OP_KINDS`; the rest is elementwise work: GELU,
+    products, sums, copies), from ``torch.profiler`` over ``repeats`` steps after one warm-up."""
+    step()
+    with torch.profiler.profile() as profile:
+        for _ in range(repeats):
+            step()
+    totals = {kind: 0.0 for kind in [*OP_KINDS, "elementwise and other"]}
+    for event in profile.key_averages():
+        kind = next((k for k, prefixes in OP_KINDS.items() if event.key.startswith(prefixes)), "elementwise and other")
+        totals[kind] += event.self_cpu_time_total
+    return {kind: value / sum(totals.values()) for kind, value in totals.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rung", default="ladder/c10", choices=sorted(recipes.RUNGS))
+    parser.add_argument("--rung", default="ladder/c10", choices=sorted(recipes.RUNGS | recipes.REGIME))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = recipes.RUNGS[args.rung]
+    recipe = recipes.recipe_of(args.rung)
     batch = recipe.batch_size
     variants = {"float32": (batch, False, False), "bfloat16 autocast": (batch, True, False),
                 "torch.compile": (batch, False, True), "batch 64": (64, False, False), "batch 256": (256, False, False)}
@@ -88,6 +109,8 @@ def main() -> None:
         samples_per_s = batch_size / seconds[name]
         print(f"  {name:18s} {samples_per_s / base:5.2f}× samples/s of float32   "
               f"{flops[name] / seconds[name] / peak['float32']:6.1%} of the float32 matmul peak")
+    shares = time_by_kind(training_step(recipe, batch), args.repeats)
+    print("  where the float32 step's time goes: " + ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items()))
 
 
 if __name__ == "__main__":

@@ -638,6 +638,15 @@ def test_beyond_cli_refuses_an_unknown_variant_before_writing(tmp_path, monkeypa
     assert not list(tmp_path.iterdir())
 
 
+def test_retraining_a_shipped_recipe_needs_install_and_is_refused_before_writing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        cli.cli(["regime", "train", "regime/d256-p6-b64-s0", "--threads", "2"])
+    err = capsys.readouterr().err
+    assert "shipped already: add --install" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("names, match", [(["beyond/k2"], "the control beyond/full is not shipped"),
                                           (["beyond/full", "beyond/k3"], "not beyond variants")])
 def test_variant_quality_refuses_before_sampling(names, match):

@@ -88,6 +88,8 @@ def test_bench_train_step_runs_on_a_rungs_data():
     spec.loader.exec_module(bench_train)
     recipe = recipes.RUNGS["ladder/c10"]
     assert bench_train.step_flops(bench_train.training_step(recipe, batch_size=2)) > 0
+    shares = bench_train.time_by_kind(bench_train.training_step(recipes.REGIME_RECIPE, batch_size=2), repeats=1)
+    assert sum(shares.values()) == pytest.approx(1.0) and shares["matmul"] > 0  # every op counted, once
 
 
 def test_side_by_side_runs_commands_at_once_and_stops_those_past_the_deadline(tmp_path, monkeypatch):

@@ -79,3 +79,64 @@ def test_a_move_within_the_seed_spread_does_not_count():
     assert moves["npr_c"] == "within seed spread" and moves["cos_y"] == "toward"
     replicates = pd.DataFrame({"npr_c": [0.05, 0.06], "cos_c": [0.99, 0.99], "cos_y": [0.5, 0.7], "npr_y": [0.4, 0.4]})
     assert regime.seed_spread(replicates) == pytest.approx({"npr_c": 0.01, "cos_c": 0.0, "cos_y": 0.2, "npr_y": 0.0})
+
+
+def test_the_seed_spread_is_the_widest_over_recipes_and_needs_two_seeds():
+    regime_seeds = pd.DataFrame({"npr_c": [0.05, 0.06], "cos_c": [0.99, 0.99], "cos_y": [0.5, 0.7],
+                                 "npr_y": [0.4, 0.4]})
+    base_seeds = pd.DataFrame({"npr_c": [0.40, 0.50, 0.45], "cos_c": [0.9, 0.95, 0.9], "cos_y": [0.0, 0.1, 0.05],
+                               "npr_y": [0.4, 0.4, 0.4]})
+    lone = base_seeds.iloc[:1] * 10  # one seed has no spread and must not widen it
+    spread = regime.seed_spread(regime_seeds, base_seeds, lone)
+    assert spread == pytest.approx({"npr_c": 0.1, "cos_c": 0.05, "cos_y": 0.2, "npr_y": 0.0})
+    with pytest.raises(ValueError, match="make train-ladder"):
+        regime.seed_spread(lone)
+
+
+def test_the_base_rungs_replicates_are_not_rungs_of_an_axis():
+    assert {"ladder/c10-s1", "ladder/c10-s2"}.isdisjoint(regime.shipped_rungs())
+    assert [recipes.seed_of(name) for name in recipes.BASE_SEEDS] == [0, 1, 2]
+    assert all(recipes.recipe_of(name) == recipes.RUNGS["ladder/c10"] for name in recipes.BASE_SEEDS)
+
+
+def write_run(folder, npr, device="cpu (1 thread)"):
+    """A fabricated shipped run: a log every 100 steps with nPR(c) ``npr`` and its provenance."""
+    import json
+
+    from bottleneck_utils.organisms import train
+
+    folder.mkdir(parents=True)
+    rows = [{"step": 100 * i, "npr_c": value, "cos_c": 0.9, "head_energy": 0.5 - value / 2, "loss": 0.05 + (i == 9)}
+            for i, value in enumerate(npr)]
+    train.write_log(folder / "train_log.csv", rows)
+    segment = {"steps": [0, 100 * (len(npr) - 1)], "device": device, "precision": "tf32"}
+    (folder / "meta.json").write_text(json.dumps({"provenance": {"segments": [segment]}}))
+
+
+def test_a_jump_of_npr_c_is_found_with_its_device_and_a_smooth_fall_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(regime, "CHECKPOINT_DIR", tmp_path)
+    smooth = [0.9 - 0.02 * i for i in range(20)]
+    jumpy = smooth[:9] + [smooth[8] + 2 * regime.JUMP_RISE] + smooth[10:]  # the rise at step 900, beside a loss spike
+    early = [0.5, 0.5 + 2 * regime.JUMP_RISE] + smooth[2:]  # a rise before JUMP_FROM is not a jump
+    write_run(tmp_path / "ladder" / "smooth", smooth)
+    write_run(tmp_path / "ladder" / "jumpy", jumpy, device="cuda (one GPU)")
+    write_run(tmp_path / "ladder" / "early", early)
+    jumps, quiet = regime.npr_jumps(["ladder/smooth", "ladder/jumpy", "ladder/early"])
+    assert list(jumps["run"]) == ["ladder/jumpy"] and list(jumps["step"]) == [900]
+    assert jumps["trained on"].iloc[0] == "cuda (one GPU), tf32"
+    assert jumps["loss / median before"].iloc[0] == pytest.approx(1.05 / 0.05)
+    assert quiet == pytest.approx(0.0, abs=1e-12)  # the smooth runs never rise after JUMP_FROM
+    sentence = regime.jump_sentence(jumps, 3)
+    assert sentence.startswith("1 jump in 1 of the 3 runs") and "cuda (one GPU), tf32" in sentence
+    assert sentence.endswith("fell in 1 of the 1.")  # the fabricated head share falls as nPR(c) rises
+    assert regime.jump_sentence(jumps.iloc[:0], 3) == "No jump in the 3 runs."
+    assert regime.first_divergence("ladder/smooth", "ladder/jumpy") == 900
+    assert regime.first_divergence("ladder/smooth", "ladder/smooth") is None
+
+
+def test_the_shipped_jumps_are_all_in_gpu_steps():
+    """What the chapter reports: every jump in the shipped logs happened in a GPU step range."""
+    names = regime.shipped_rungs() + list(recipes.REGIME)
+    jumps, quiet = regime.npr_jumps(names)
+    assert len(jumps) and all(device.startswith("cuda") for device in jumps["trained on"])
+    assert quiet < regime.JUMP_RISE

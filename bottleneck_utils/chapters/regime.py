@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from bottleneck_utils import integrity
 from bottleneck_utils.chapters import paper, report
 from bottleneck_utils.embeddings import class_embeddings, timestep_embeddings
 from bottleneck_utils.integrity import CHECKPOINT_DIR, shipped_fix
@@ -65,8 +66,11 @@ def distance_to_band(value: float, band: tuple[float, float]) -> float:
 
 
 def shipped_rungs() -> list[str]:
-    """The ladder rungs shipped in the package data (each has a log, an embedder and a quality record)."""
-    return sorted(f"ladder/{p.name}" for p in (CHECKPOINT_DIR / "ladder").glob("*") if (p / "train_log.csv").is_file())
+    """The ladder rungs shipped in the package data (each has a log, an embedder and a quality record); the base
+    rung's seed replicates other than ``ladder/c10`` itself are :func:`replicate_table`'s, not rungs of an axis."""
+    replicates = {name for name, seed in recipes.BASE_SEEDS.items() if seed != 0}
+    return sorted(name for name in (f"ladder/{p.name}" for p in (CHECKPOINT_DIR / "ladder").glob("*")
+                                    if (p / "train_log.csv").is_file()) if name not in replicates)
 
 
 def rung_table(rungs: list[str]) -> pd.DataFrame:
@@ -101,12 +105,14 @@ def regime_distance(row: pd.Series, bands: dict) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 
-def replicate_table(bands: dict) -> pd.DataFrame:
-    """The shipped replicates of :data:`recipes.REGIME` (one recipe, one seed each): their final EMA statistics
+def replicate_table(bands: dict, seeds: dict[str, int] | None = None) -> pd.DataFrame:
+    """The shipped seed replicates of one recipe (``seeds``: name → seed; default the in-regime recipe's,
+    :data:`recipes.REGIME_SEEDS`; the base rung's are :data:`recipes.BASE_SEEDS`): their final EMA statistics
     and quality (:func:`rung_table`), seed, whether each is in the regime (:func:`in_regime`) and its distance."""
-    shipped = [name for name in recipes.REGIME if (CHECKPOINT_DIR / name / "train_log.csv").is_file()]
+    seeds = recipes.REGIME_SEEDS if seeds is None else seeds
+    shipped = [name for name in seeds if (CHECKPOINT_DIR / name / "train_log.csv").is_file()]
     table = rung_table(shipped)
-    table.insert(0, "seed", [recipes.seed_of(name) for name in shipped])
+    table.insert(0, "seed", [seeds[name] for name in shipped])
     table["in regime"] = [in_regime(row, bands) for _, row in table.iterrows()]
     table["distance"] = [regime_distance(row, bands) for _, row in table.iterrows()]
     return table
@@ -135,10 +141,92 @@ def replicates_figure(names: list[str], bands: dict, compare: str = "ladder/d256
     return fig
 
 
-def seed_spread(replicates: pd.DataFrame) -> dict[str, float]:
-    """max − min of each of :data:`STATISTICS` over a recipe's seed replicates (:func:`replicate_table`): the change
-    that the seed alone makes, the only seed spread this CPU could measure (the in-regime recipe's)."""
-    return {key: float(replicates[key].max() - replicates[key].min()) for key in STATISTICS}
+# A jump: nPR(c) of the live weights rises by this much between two logged steps (100 steps apart). Between any two
+# logged steps after the first 500, the CPU runs' nPR(c) rises by 0.05 at most (npr_jumps reports that largest rise).
+JUMP_RISE = 0.1
+JUMP_FROM = 500  # the first steps' rise from the initial embedding is not a jump
+
+
+def _segment_of(name: str, step: int) -> str:
+    """The device and precision that trained ``name`` up to ``step``, from its ``meta.json`` provenance."""
+    meta = integrity.read_json(CHECKPOINT_DIR / name / "meta.json", f"{name}'s meta", shipped_fix(name))
+    for segment in meta.get("provenance", {}).get("segments", []):
+        if segment["steps"][0] < step <= segment["steps"][1]:
+            return f"{segment['device']}, {segment['precision']}"
+    return "not recorded"
+
+
+def npr_jumps(names: list[str]) -> tuple[pd.DataFrame, float]:
+    """Every jump of nPR(c) in the training logs of ``names`` (a rise of at least :data:`JUMP_RISE` between two
+    logged steps after :data:`JUMP_FROM`): its step, nPR(c) and the head's share of ‖c‖² (``head_energy``) before
+    and after, the loss logged at that step over the median of the ten logged before it, and the device and
+    precision that trained that step. Also returns the largest rise in the runs without a jump, the noise the
+    threshold stands above."""
+    rows, quiet_rise = [], 0.0
+    for name in names:
+        log = training_log(name)
+        rise = log["npr_c"].diff().where(log["step"] > JUMP_FROM, 0.0)
+        jumps = log.index[rise >= JUMP_RISE]
+        if len(jumps) == 0:
+            quiet_rise = max(quiet_rise, float(rise.max()))
+        for i in jumps:
+            rows.append({"run": name, "step": int(log.at[i, "step"]),
+                         "nPR(c) before": float(log.at[i - 1, "npr_c"]), "nPR(c) after": float(log.at[i, "npr_c"]),
+                         "head share before": float(log.at[i - 1, "head_energy"]),
+                         "head share after": float(log.at[i, "head_energy"]),
+                         "loss / median before": float(log.at[i, "loss"] / log["loss"].iloc[max(i - 10, 1):i].median()),
+                         "trained on": _segment_of(name, int(log.at[i, "step"]))})
+    columns = ["run", "step", "nPR(c) before", "nPR(c) after", "head share before", "head share after",
+               "loss / median before", "trained on"]
+    return pd.DataFrame(rows, columns=columns), quiet_rise
+
+
+def training_log(name: str) -> pd.DataFrame:
+    """A shipped rung's or replicate's training log (:func:`train.read_log`; a damaged one is refused in one line)."""
+    return train.read_log(CHECKPOINT_DIR / name / "train_log.csv", shipped_fix(name))
+
+
+def first_divergence(first: str, second: str) -> int | None:
+    """The first logged step at which two runs' logs differ in any statistic (None when one retraces the other)."""
+    a, b = training_log(first).set_index("step"), training_log(second).set_index("step")
+    shared = a.index.intersection(b.index)
+    columns = [column for column in a.columns if column != "loss"]
+    differ = (a.loc[shared, columns] != b.loc[shared, columns]).any(axis=1)
+    return int(differ.idxmax()) if differ.any() else None
+
+
+def jump_sentence(jumps: pd.DataFrame, n_runs: int) -> str:
+    """What :func:`npr_jumps` found, in one sentence: how many jumps in how many of ``n_runs`` runs, and what
+    trained the steps where they happened."""
+    if jumps.empty:
+        return f"No jump in the {n_runs} runs."
+    runs = jumps["run"].unique()
+    devices = ", ".join(sorted(jumps["trained on"].unique()))
+    head_falls = (jumps["head share after"] < jumps["head share before"]).sum()
+    return (f"{len(jumps)} jump{'s' if len(jumps) > 1 else ''} in {len(runs)} of the {n_runs} runs "
+            f"({', '.join(f'`{r}`' for r in runs)}), in step ranges trained on {devices}; none in the other "
+            f"{n_runs - len(runs)} runs. The head's share of ‖c‖² fell in {head_falls} of the {len(jumps)}.")
+
+
+def spread_sentence(tables: dict[str, pd.DataFrame]) -> str:
+    """Which recipes' seed replicates the seed spread comes from (``tables``: a recipe's description → its
+    :func:`replicate_table`), with their seed counts; a recipe with fewer than two seeds is named as not counted."""
+    return "; ".join(f"{label} ({len(table)} seeds{'' if len(table) >= 2 else ', not counted'})"
+                     for label, table in tables.items())
+
+
+def seed_spread(*replicate_tables: pd.DataFrame) -> dict[str, float]:
+    """The change that the seed alone makes: max − min of each of :data:`STATISTICS` over one recipe's seed
+    replicates (:func:`replicate_table`), the widest over the recipes given (each with at least two seeds).
+
+    Raises:
+        ValueError: when no recipe has two shipped seeds.
+    """
+    tables = [table for table in replicate_tables if len(table) >= 2]
+    if not tables:
+        raise ValueError("no recipe has two shipped seed replicates: train them with `make train-ladder` "
+                         "(ladder/c10-s1, -s2) or `make train-regime`")
+    return {key: max(float(table[key].max() - table[key].min()) for table in tables) for key in STATISTICS}
 
 
 def axis_moves(table: pd.DataFrame, bands: dict, spread: dict[str, float] | None = None) -> pd.DataFrame:

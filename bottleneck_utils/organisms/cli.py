@@ -14,6 +14,8 @@
     python -m bottleneck_utils.organisms.cli beyond train|finish|status [VARIANT ...]   # the same for the variants
     python -m bottleneck_utils.organisms.cli regime train|finish|status [NAME ...]      # the in-regime recipe's seed
                                                                       # replicates (recipes.REGIME), each its own seed
+    python -m bottleneck_utils.organisms.cli regime train regime/d256-p6-b64-s0 --threads 2 --install
+                                                                      # rebuild a shipped one, replaced after success
 
 ``organism NAME`` trains into ``--out`` (default ``runs/NAME``), resuming from its ``state.pt``, and ``--install``
 replaces the shipped checkpoint only after training has ended. Only a run of the registry's recipe, seed 0 and all
@@ -100,10 +102,16 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
                         help="torch threads (1 when jobs run side by side; all cores for one wide rung alone)")
     parser.add_argument("--install-short", action="store_true",
                         help="finish: ship a run shorter than its recipe (a smoke run) all the same")
+    parser.add_argument("--install", action="store_true",
+                        help="train: retrain a shipped recipe and replace it once its run is finished and measured")
     args = parser.parse_intermixed_args(argv)
     unknown = sorted(set(args.names) - set(registry))
     if unknown:
         parser.error(f"unknown names {unknown}; choose from {sorted(registry)}")
+    shipped = [name for name in args.names if args.command == "train" and shipped_quality(name)]
+    if shipped and not args.install:
+        parser.error(f"{shipped} shipped already: add --install to retrain and replace it after the run succeeds, "
+                     f"or train a copy beside it ({COMMAND} organism NAME --out DIR)")
     names = args.names or [name for name in registry if args.command != "train" or not shipped_quality(name)]
     if args.command == "status":
         for name in names:

@@ -19,6 +19,7 @@ canvases of 12×12 MNIST digits, 24×24, patch 3 → 64 tokens, 4×4 tokens per 
     timesteps    ladder/T50, ladder/T100, ladder/T200           (DiT's β scaled by 1000/T)
     objective    ladder/flow-c10, ladder/flow-c1000             (SiT's flow convention)
     length       ladder/c10-long                                (the base, run 10× mnist-dit's 4,000 steps)
+    seed         ladder/c10-s1, ladder/c10-s2                   (the base under seeds 1 and 2: the axes' seed spread)
 
 Beyond the issue's axes, rungs sized for a GPU (each about 10 CPU hours): ``ladder/d512`` extends the width axis
 toward the paper's 1152, and ``ladder/d256-long`` runs the width-256 rung on to 34,000 steps. Two more long runs
@@ -174,7 +175,12 @@ RUNGS = {
     # 34,000 steps: the GPU run's log at 30,000 had nPR(c) inside the paper's band and cos(y) rising 0.014 per
     # 1,000 steps toward it (0.483; the band starts at 0.519), so the run was extended to where it extrapolates in
     "ladder/d256-long": rung(10, width=256, steps=34000),
+    # the base rung again under other seeds: the seed spread the axes are read against
+    "ladder/c10-s1": rung(10),
+    "ladder/c10-s2": rung(10),
 }
+# The base rung's seed replicates (ladder/c10 is seed 0): same recipe, one seed each.
+BASE_SEEDS = {"ladder/c10": 0, "ladder/c10-s1": 1, "ladder/c10-s2": 2}
 # Planned, never trained, and dropped from the ladder: the reason is shown in the regime chapter.
 DROPPED_RUNGS = {
     "ladder/d128-long": "width 128 run to 40,000 steps: about 4.6 h on one CPU thread (d128's 16,000 steps took "
@@ -231,5 +237,5 @@ def recipe_of(name: str) -> Recipe:
 
 
 def seed_of(name: str) -> int:
-    """The seed a registry name is trained and shipped with: a regime replicate's own, else 0."""
-    return REGIME_SEEDS.get(name, 0)
+    """The seed a registry name is trained and shipped with: a replicate's own (regime or base rung), else 0."""
+    return (REGIME_SEEDS | BASE_SEEDS).get(name, 0)
