@@ -622,9 +622,10 @@ def _shard_path(path: Path, rank: int, world_size: int) -> Path:
     return path.with_name(f".{path.stem}.shard{rank:04d}-of-{world_size:04d}.npz")
 
 
-def merge_npz_shards(path: str | Path, world_size: int, card: dict | None = None) -> Path:
+def merge_npz_shards(path: str | Path, world_size: int, card: dict | None = None, run: dict | None = None) -> Path:
     """Concatenates the ranks' shards into ``path`` in rank order (atomically) and deletes them; ``card`` (a
-    :func:`sampler_card`) is stored beside them as the JSON string ``sampler_card``."""
+    :func:`sampler_card`) is stored beside them as the JSON string ``sampler_card``, and ``run`` (what else
+    identifies the run, e.g. ``pruning_samples.run_identity``) as ``run``."""
     path = Path(path)
     shards = [_shard_path(path, rank, world_size) for rank in range(world_size)]
     missing = [str(shard) for shard in shards if not shard.is_file()]
@@ -632,7 +633,8 @@ def merge_npz_shards(path: str | Path, world_size: int, card: dict | None = None
         raise FileNotFoundError(f"shards {missing} are missing; a rank did not finish")
     parts = [dict(np.load(shard)) for shard in shards]
     arrays = {key: np.concatenate([part[key] for part in parts]) for key in ("arr_0", "labels", "indices")}
-    metadata = {} if card is None else {"sampler_card": np.array(json.dumps(card))}
+    metadata = {key: np.array(json.dumps(value)) for key, value in (("sampler_card", card), ("run", run))
+                if value is not None}
     atomic_savez(path, **arrays, **metadata)
     for shard in shards:
         shard.unlink()
@@ -640,9 +642,10 @@ def merge_npz_shards(path: str | Path, world_size: int, card: dict | None = None
 
 
 def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None,
-                   png_dir: str | Path | None = None, card: dict | None = None, **sample_kwargs) -> torch.Tensor:
+                   png_dir: str | Path | None = None, card: dict | None = None, run: dict | None = None,
+                   **sample_kwargs) -> torch.Tensor:
     """Samples this rank's slice of ``labels``; writes PNGs and/or one merged ``.npz`` for all ranks, with ``card``
-    (the run's :func:`sampler_card`) in it.
+    (the run's :func:`sampler_card`) and ``run`` (:func:`merge_npz_shards`) in it.
 
     Without ``torch.distributed`` initialised it is one rank of one. Each rank's samples keep their global
     indices, so the union over ranks equals a single-process run. Returns this rank's images. Both outputs are
@@ -658,7 +661,7 @@ def sample_sharded(bundle: Bundle, labels, *, npz_path: str | Path | None = None
         save_npz(images, labels[start:stop], _shard_path(Path(npz_path), rank, world_size), first_index=start)
         _barrier()
         if rank == 0:
-            merge_npz_shards(npz_path, world_size, card)
+            merge_npz_shards(npz_path, world_size, card, run)
     _barrier()
     return images
 

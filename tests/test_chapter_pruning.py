@@ -39,7 +39,7 @@ def parameters(**changes) -> dict:
               "head_fractions": [0.05], "tail_energy_shares": [], "taus": [], "schedules": ["every", "first", "last"],
               "k": 2, "head_schedules": ["every"], "control_schedules": ["every"], "granularity": "per-sample",
               "null_policy": "mask", "noise_seeds": [1], "n_boot": None, "reference_stats": "", "cpu_threads": None,
-              "grid_columns": 2, "flow_comparison": []}
+              "grid_columns": 2, "flow_comparison": [], "samples_dir": ""}
     assert set(values) == set(pruning.PARAMETERS)
     return values | changes
 

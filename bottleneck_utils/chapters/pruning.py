@@ -39,7 +39,7 @@ PARAMETERS = {
     "head_fractions": list, "tail_energy_shares": list, "taus": list, "schedules": list, "k": int,
     "head_schedules": list, "control_schedules": list, "granularity": str, "null_policy": str, "noise_seeds": list,
     "n_boot": _OPTIONAL_INT, "reference_stats": str, "cpu_threads": _OPTIONAL_INT, "grid_columns": int,
-    "flow_comparison": list}
+    "flow_comparison": list, "samples_dir": str}
 """The pruning chapter's parameters: name → accepted type(s) (:func:`report.notebook_parameters`)."""
 
 HARM_TOLERANCE = 0.02  # a setting is harmless when its paired 95% interval excludes a loss of > 2 agreement points
@@ -256,25 +256,37 @@ def chapter_cards(bundle: Bundle, evaluator, p: dict) -> dict[str, dict]:
     return cards
 
 
-def chapter_runs(bundle: Bundle, evaluator, settings: dict, labels, p: dict) -> dict:
-    """Samples every setting at ``seed`` and the unpruned model at each noise seed, all on ``labels``.
+def noise_run(noise_seed: int) -> str:
+    """The name of the unpruned run at another noise seed (the noise floor's)."""
+    return f"baseline, noise seed {noise_seed}"
+
+
+def chapter_runs(bundle: Bundle, evaluator, settings: dict, labels, p: dict, read=None) -> dict:
+    """Samples every setting at ``seed`` and the unpruned model at each noise seed, all on ``labels``; with
+    ``read`` (``pruning_samples.reader``: ``read(name, mask, schedule, noise_seed)`` → images), reads each run
+    instead.
 
     Returns ``sets`` (setting → SampleSet), ``grids`` (setting → its first ``grid_columns`` images),
-    ``seed_sets`` (noise seed → SampleSet) and ``minutes`` of sampling.
+    ``seed_sets`` (noise seed → SampleSet), ``minutes`` of sampling (of reading, from ``samples_dir``) and
+    ``source``, which of the two.
     """
-    def run(mask, schedule, noise_seed):
-        images = sample(bundle, labels, num_steps=p["num_steps"], cfg_scale=p["cfg_scale"], seed=noise_seed,
-                        batch_size=p["batch_size"], mask=mask, schedule=schedule or "every",
-                        null_policy=p["null_policy"], autocast=p["autocast"], progress=False)
+    def run(name, mask, schedule, noise_seed):
+        if read:
+            images = read(name, mask, schedule, noise_seed)
+        else:
+            images = sample(bundle, labels, num_steps=p["num_steps"], cfg_scale=p["cfg_scale"], seed=noise_seed,
+                            batch_size=p["batch_size"], mask=mask, schedule=schedule or "every",
+                            null_policy=p["null_policy"], autocast=p["autocast"], progress=False)
         return evaluator.sample_set(images, labels), images[:p["grid_columns"]]
 
     started = time.perf_counter()
     sets, grids = {}, {}
     for name, (_, mask, schedule) in tqdm(settings.items(), desc="settings"):
-        sets[name], grids[name] = run(mask, schedule, p["seed"])
-    seed_sets = {noise_seed: run(None, None, noise_seed)[0] for noise_seed in tqdm(p["noise_seeds"],
-                                                                                   desc="noise seeds")}
-    return {"sets": sets, "grids": grids, "seed_sets": seed_sets, "minutes": (time.perf_counter() - started) / 60}
+        sets[name], grids[name] = run(name, mask, schedule, p["seed"])
+    seed_sets = {noise_seed: run(noise_run(noise_seed), None, None, noise_seed)[0]
+                 for noise_seed in tqdm(p["noise_seeds"], desc="noise seeds")}
+    return {"sets": sets, "grids": grids, "seed_sets": seed_sets, "minutes": (time.perf_counter() - started) / 60,
+            "source": f"reading the runs from {p['samples_dir']}" if read else "sampling"}  # read needs a samples_dir
 
 
 def chapter_scores(bundle: Bundle, evaluator, settings: dict, runs: dict, p: dict) -> dict:
