@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
 from bottleneck_utils import flow, masks
@@ -51,7 +52,9 @@ from bottleneck_utils.provenance import SAMPLER_CARD_KEYS
 #                            Each family's own sampler (the upstream scripts)
 # ---------------------------------------------------------------------------------------------------
 
-SOLVERS = (*flow.METHODS, "dopri5")
+SOLVERS = (*flow.METHODS, "dopri5")  # flow models' integrators
+LEARNED_SIGMA = "ddpm-learned-sigma"  # DiT's own: DDPM whose variance the model's σ channels interpolate
+DDPM_SOLVERS = ("scheduler", LEARNED_SIGMA)  # DDPM-time models: the bundle's scheduler as loaded, or DiT's
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Conventions:
     Attributes:
         time_kind: the models it samples: ``"ddpm"`` (a diffusers scheduler) or ``"flow"`` (a :class:`FlowODE`);
             None: either.
-        solver: the flow integrator (:data:`SOLVERS`); None: the bundle's scheduler as loaded.
+        solver: the flow integrator (:data:`SOLVERS`) or a DDPM-time model's sampler (:data:`DDPM_SOLVERS`); None:
+            the bundle's scheduler as loaded.
         guidance_interval: CFG applies only at steps whose start time t has low ≤ t ≤ high, on the model's own time
             axis (noise at 0 for SiT and LightningDiT, at 1 for REPA).
         shift: the flow grid's timestep shift (:mod:`bottleneck_utils.flow`); None: the bundle's scheduler's.
@@ -96,8 +100,8 @@ class Conventions:
 
 PACKAGE = Conventions()  # the book's organisms and every model sampled without family=
 FAMILY_SAMPLERS = {
-    "dit": Conventions("ddpm", cfg_channels=3, low_cfg="reject", num_steps=250, cfg_scale=1.5,
-                       source="DiT sample_ddp.py (DDPM with learned sigma; here the bundle's scheduler)"),
+    "dit": Conventions("ddpm", LEARNED_SIGMA, cfg_channels=3, low_cfg="reject", num_steps=250, cfg_scale=1.5,
+                       source="DiT sample_ddp.py (DDPM, learned sigma)"),
     "diffusers": Conventions("ddpm", low_cfg="skip", num_steps=50, cfg_scale=4.0, source="diffusers DiTPipeline"),
     "sit": Conventions("flow", "dopri5", cfg_channels=3, low_cfg="reject", num_steps=249, cfg_scale=1.0,
                        source="SiT sample_ddp.py ODE (250 points; its SDE mode: solver='sde', num_steps=250)"),
@@ -147,8 +151,9 @@ def sampler_conventions(bundle: Bundle, family: str | None = None, *, solver: st
 
 def _checked_options(bundle: Bundle, given: dict) -> dict:
     """The options given, each checked (the interval as a (low, high) tuple of floats)."""
-    if "solver" in given and given["solver"] not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, lower case, got {given['solver']!r}")
+    if "solver" in given and given["solver"] not in SOLVERS + DDPM_SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS} (flow models) or {DDPM_SOLVERS} (DDPM-time models), lower "
+                         f"case, got {given['solver']!r}")
     if "guidance_interval" in given:
         given = given | {"guidance_interval": check_guidance_interval(given["guidance_interval"])}
     if "shift" in given:
@@ -167,10 +172,19 @@ def _check_time_kind(bundle: Bundle, family: str | None, conventions: Convention
         kind, fits = ("flow", "'dit' or 'diffusers'") if conventions.time_kind == "flow" else \
             ("DDPM-time", "'sit', 'repa' or 'lightningdit'")
         raise ValueError(f"family {family!r} samples {kind} models; {bundle.name} is not one: use family {fits}")
-    flow_only = sorted({"solver", "guidance_interval", "shift"} & given.keys())
+    flow_only = sorted({"guidance_interval", "shift"} & given.keys() | ({"solver"} if given.get("solver") in SOLVERS
+                                                                           else set()))
     if flow_only and not is_flow:
         raise ValueError(f"{', '.join(flow_only)} apply to flow models (SiT, REPA, LightningDiT); {bundle.name} is a "
-                         "DDPM-time model sampled by its scheduler: leave them unset")
+                         f"DDPM-time model: leave them unset (its solvers: {DDPM_SOLVERS})")
+    if is_flow and conventions.solver in DDPM_SOLVERS:
+        raise ValueError(f"solver {conventions.solver!r} samples DDPM-time models; {bundle.name} is a flow model: use "
+                         f"one of {SOLVERS}")
+    channels = bundle.transformer.config.in_channels
+    if conventions.solver == LEARNED_SIGMA and (bundle.transformer.config.out_channels or channels) != 2 * channels:
+        raise ValueError(f"solver {LEARNED_SIGMA!r} (family 'dit') reads the model's learned σ channels, and "
+                         f"{bundle.name} predicts none ({channels} input, as many output channels): pass "
+                         "solver='scheduler' to sample it with its own scheduler")
 
 
 def _check_use(conventions: Conventions, family: str | None, cfg_scale: float, mask, schedule) -> None:
@@ -238,14 +252,15 @@ def _autocast(bundle: Bundle, dtype: str | None):
 
 
 def _guided_output(bundle: Bundle, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, cfg: float | None,
-                   channels: int | None = None) -> torch.Tensor:
-    """The model's ε (DDPM) or velocity (flow), (B, C, H, W); learned-σ channels, if any, are dropped.
+                   channels: int | None = None, keep_sigma: bool = False) -> torch.Tensor:
+    """The model's ε (DDPM) or velocity (flow), (B, C, H, W); learned-σ channels, if any, are dropped unless
+    ``keep_sigma`` (then (B, 2C, H, W), the σ channels the conditional model's, as DiT's ``forward_with_cfg``).
 
     ``cfg`` None runs the conditional model alone (one forward). Otherwise CFG, u + cfg·(c − u), on the first
     ``channels`` channels (None: all, as diffusers' DiTPipeline and REPA) and the conditional output on the rest (the
     original DiT's and SiT's ``forward_with_cfg`` guide 3 of 4).
     """
-    count = x.shape[1]
+    count = 2 * x.shape[1] if keep_sigma else x.shape[1]
     if cfg is None:
         return bundle.transformer(x, timestep=t.expand(len(x)), class_labels=labels).sample[:, :count]
     null = torch.full_like(labels, bundle.null_label)
@@ -275,20 +290,47 @@ def _decode(bundle: Bundle, x: torch.Tensor, cfg_scale: float, autocast) -> torc
 
 
 def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: float, autocast,
-             generators: list[torch.Generator], conventions: Conventions | None = None) -> torch.Tensor:
-    """Runs the scheduler's timesteps on one batch of noise x (B, C, H, W); returns the final latents.
+             generators: list[torch.Generator], conventions: Conventions | None = None, scheduler=None) -> torch.Tensor:
+    """Runs ``scheduler``'s timesteps (default: the bundle's) on one batch of noise x (B, C, H, W); returns the final
+    latents.
 
-    ``generators`` (one per sample) draw the noise of a stochastic scheduler; DDIM (eta = 0) draws none.
+    ``generators`` (one per sample) draw the noise of a stochastic scheduler; DDIM (eta = 0) draws none. Under
+    :data:`LEARNED_SIGMA` the scheduler also reads the model's σ channels.
     """
-    conventions = conventions or PACKAGE
-    takes_generator = "generator" in inspect.signature(bundle.scheduler.step).parameters
+    conventions, scheduler = conventions or PACKAGE, scheduler or bundle.scheduler
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     step_kwargs = {"generator": generators} if takes_generator else {}
-    scale = conventions.scale(cfg_scale)
-    for t in bundle.scheduler.timesteps:
+    scale, keep_sigma = conventions.scale(cfg_scale), conventions.solver == LEARNED_SIGMA
+    for t in scheduler.timesteps:
         with _autocast(bundle, autocast):
-            eps = _guided_output(bundle, x, t.to(bundle.device), labels, scale, conventions.cfg_channels)
-        x = bundle.scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
+            out = _guided_output(bundle, x, t.to(bundle.device), labels, scale, conventions.cfg_channels, keep_sigma)
+        x = scheduler.step(out.to(x.dtype), t, x, **step_kwargs).prev_sample
     return x
+
+
+def dit_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
+    """DiT's respaced timesteps, high to low (its ``space_timesteps(T, str(n))``: round(i·(T − 1)/(n − 1)))."""
+    stride = 1 if num_steps == 1 else (num_train_timesteps - 1) / (num_steps - 1)
+    return sorted({round(i * stride) for i in range(num_steps)}, reverse=True)
+
+
+def learned_sigma_scheduler(bundle: Bundle, num_steps: int) -> DDPMScheduler:
+    """DiT's own sampler as a diffusers scheduler: DDPM on the bundle's β schedule at :func:`dit_timesteps`, each
+    step from a timestep to the next kept one (DiT's respaced process), with the log-variance interpolated between
+    the posterior's and β's by the model's σ channels (``learned_range``) and no clipping of x₀ (DiT's
+    ``clip_denoised=False``)."""
+    scheduler = DDPMScheduler.from_config(bundle.scheduler.config, variance_type="learned_range", clip_sample=False,
+                                          thresholding=False)
+    scheduler.set_timesteps(timesteps=dit_timesteps(scheduler.config.num_train_timesteps, num_steps))
+    return scheduler
+
+
+def _ddpm_scheduler(bundle: Bundle, conventions: Conventions, num_steps: int):
+    """A DDPM-time call's scheduler: :func:`learned_sigma_scheduler` under :data:`LEARNED_SIGMA`, else the bundle's
+    own (its timesteps already set); None for a flow model."""
+    if isinstance(bundle.scheduler, FlowODE):
+        return None
+    return learned_sigma_scheduler(bundle, num_steps) if conventions.solver == LEARNED_SIGMA else bundle.scheduler
 
 
 def _step_noise(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
@@ -334,10 +376,10 @@ def _integrator(bundle: Bundle, conventions: Conventions, num_steps: int) -> Flo
     return ode
 
 
-def _evaluation_times(bundle: Bundle, ode: FlowODE | None, conventions: Conventions) -> torch.Tensor | None:
+def _evaluation_times(scheduler, ode: FlowODE | None, conventions: Conventions) -> torch.Tensor | None:
     """The times the model is evaluated at, for the mask schedules; None under dopri5, which picks its own."""
     if ode is None:
-        return bundle.scheduler.timesteps
+        return scheduler.timesteps
     return None if conventions.solver == "dopri5" else ode.timesteps
 
 
@@ -399,7 +441,7 @@ def sample(
     ============ ================== ============ =========== ===== ======== =========== ========= =====
     family       script             solver       CFG for t   shift CFG on   cfg <= 1    num_steps cfg
     ============ ================== ============ =========== ===== ======== =========== ========= =====
-    dit          DiT sample_ddp     scheduler*   every step  --    3 of 4   < 1 raises  250       1.5
+    dit          DiT sample_ddp     DDPM σ*      every step  --    3 of 4   < 1 raises  250       1.5
     diffusers    DiTPipeline        scheduler    every step  --    all      skips CFG   50        4.0
     sit          SiT sample_ddp ODE dopri5       [0, 1]      --    3 of 4   < 1 raises  249       1.0
     repa         REPA generate.py   euler        [0, 1]      --    all      < 1 raises  50        1.5
@@ -407,8 +449,9 @@ def sample(
     None         this package       scheduler    every step  --    all      extrapol.   50        4.0
     ============ ================== ============ =========== ===== ======== =========== ========= =====
 
-    *DiT's own sampler is DDPM with learned σ; a DDPM-time bundle samples with its own scheduler whatever the
-    family. SiT's and LightningDiT's 250 grid points are 249 intervals; SiT's SDE mode is ``solver="sde"``,
+    *DiT's own sampler (``solver="ddpm-learned-sigma"``, :func:`learned_sigma_scheduler`): DDPM at DiT's respaced
+    timesteps, its variance read from the model's σ channels (a model without them is refused: ``solver="scheduler"``
+    samples it with its own scheduler). SiT's and LightningDiT's 250 grid points are 249 intervals; SiT's SDE mode is ``solver="sde"``,
     ``num_steps=250`` (REPA's ``--mode sde``: the same with its 50). REPA's Heun (``--heun``) is ``"repa-heun"``.
     "< 1 raises": the script asserts cfg >= 1 and skips CFG at 1; "skips CFG": any scale <= 1 samples the
     conditional model; "extrapol.": a scale below 1 extrapolates towards the unconditional model.
@@ -432,7 +475,8 @@ def sample(
         autocast: ``"bfloat16"`` or ``"float16"`` runs the transformer under ``torch.autocast`` (the scheduler
             and the VAE decode stay in the bundle's dtype); None or ``"float32"`` does not.
         family: ``"dit"``, ``"diffusers"``, ``"sit"``, ``"repa"`` or ``"lightningdit"`` (:data:`FAMILY_SAMPLERS`).
-        solver: flow models: ``"euler"``, ``"heun"``, ``"repa-heun"``, ``"sde"`` or ``"dopri5"`` (torchdiffeq).
+        solver: flow models: ``"euler"``, ``"heun"``, ``"repa-heun"``, ``"sde"`` or ``"dopri5"`` (torchdiffeq);
+            DDPM-time models: ``"scheduler"`` (the bundle's, as loaded) or ``"ddpm-learned-sigma"`` (DiT's).
         guidance_interval: flow models: (low, high) in [0, 1]; CFG only at steps starting at low <= t <= high on
             the model's time axis, the decision at a step's start also governing its Heun correction (REPA's).
         shift: flow models: the timestep shift of the grid (> 0; 1.0: none).
@@ -456,9 +500,9 @@ def sample(
     if output_dir is not None:
         check_output_dir(output_dir)
     bundle.scheduler.set_timesteps(num_steps)
-    ode = _integrator(bundle, conventions, num_steps)
+    ode, scheduler = _integrator(bundle, conventions, num_steps), _ddpm_scheduler(bundle, conventions, num_steps)
     images = []
-    with _pruning(bundle, mask, schedule, null_policy, _evaluation_times(bundle, ode, conventions)):
+    with _pruning(bundle, mask, schedule, null_policy, _evaluation_times(scheduler, ode, conventions)):
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress):
             batch = labels[start : start + batch_size]
             indices = torch.arange(first_index + start, first_index + start + len(batch))
@@ -467,7 +511,7 @@ def sample(
             if ode is not None:
                 x = _integrate_flow(bundle, x, batch, cfg_scale, autocast, conventions, ode, generators)
             else:
-                x = _denoise(bundle, x, batch, cfg_scale, autocast, generators, conventions)
+                x = _denoise(bundle, x, batch, cfg_scale, autocast, generators, conventions, scheduler)
             images.append(_decode(bundle, x, cfg_scale, autocast))
     images = torch.cat(images) if images else torch.empty(0, *bundle.image_shape)
     if output_dir is not None:
@@ -565,9 +609,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _solver_name(bundle: Bundle, conventions: Conventions) -> str:
-    """The flow integrator that runs, or a DDPM-time scheduler's name ("ddim" for a DDIMScheduler)."""
+    """The flow integrator that runs, DiT's :data:`LEARNED_SIGMA`, or a DDPM-time scheduler's name ("ddim" for a
+    DDIMScheduler)."""
     if isinstance(bundle.scheduler, FlowODE):
         return conventions.solver or bundle.scheduler.method
+    if conventions.solver == LEARNED_SIGMA:
+        return LEARNED_SIGMA
     return type(bundle.scheduler).__name__.removesuffix("Scheduler").lower()
 
 
@@ -577,7 +624,8 @@ def _function_evaluations(bundle: Bundle, conventions: Conventions, num_steps: i
     if not isinstance(bundle.scheduler, FlowODE):
         scheduler = copy.deepcopy(bundle.scheduler)  # the bundle's own keeps its timesteps
         scheduler.set_timesteps(num_steps)
-        return len(scheduler.timesteps) * (2 if guided else 1)
+        runs = learned_sigma_scheduler(bundle, num_steps) if conventions.solver == LEARNED_SIGMA else scheduler
+        return len(runs.timesteps) * (2 if guided else 1)
     if conventions.solver == "dopri5":
         return None
     own = bundle.scheduler
@@ -752,7 +800,9 @@ def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("each family's own sampler (see sample(); every option overrides --family's)")
     group.add_argument("--family", default=None, choices=sorted(FAMILY_SAMPLERS),
                        help="sample as this family's own script does (default: the package's sampler)")
-    group.add_argument("--solver", default=None, choices=SOLVERS, help="flow models: the integrator")
+    group.add_argument("--solver", default=None, choices=SOLVERS + DDPM_SOLVERS,
+                       help=f"flow models: the integrator ({', '.join(SOLVERS)}); DDPM-time models: "
+                            f"{' or '.join(DDPM_SOLVERS)}")
     group.add_argument("--guidance-interval", type=_number(float, 0), nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="flow models: CFG only at steps starting at LOW <= t <= HIGH")
     group.add_argument("--shift", type=_number(float, None), default=None, help="flow models: the timestep shift")

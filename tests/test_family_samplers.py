@@ -211,6 +211,70 @@ def test_diffusers_skips_cfg_below_one_on_a_ddpm_model():
     assert null_calls(bundle, cfg_scale=0.5, family="diffusers") == 0 and null_calls(bundle, cfg_scale=0.5) == 2
 
 
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    """A tiny original DiT checkpoint (learned σ: 8 output channels for 4 latent ones), a DDPM-time bundle."""
+    path = synthetic.save_checkpoint(tmp_path_factory.mktemp("dit") / "DiT-tiny.pt",
+                                     synthetic.original_dit_state_dict(seed=3))
+    return models.load(str(path), full=True, num_heads=synthetic.HEADS)
+
+
+def dit_p_sample(bundle, x, t, t_prev, labels, cfg, step_noise):
+    """One step of DiT's p_sample on its respaced process, written out from its gaussian_diffusion.py in float64:
+    forward_with_cfg (CFG on 3 of 4 ε channels, the conditional σ channels), x₀ from ε unclipped, the posterior
+    mean, and the log-variance frac·log β + (1 − frac)·log β̃ with frac = (v + 1)/2."""
+    both = torch.cat([model_full(bundle, x, t, labels), model_full(bundle, x, t, torch.full_like(labels, bundle.null_label))])
+    cond, uncond = both.double().chunk(2)
+    eps = torch.cat([uncond[:, :3] + cfg * (cond[:, :3] - uncond[:, :3]), cond[:, 3:4]], 1)
+    v = cond[:, 4:]
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    acp = torch.cumprod(1 - betas, 0)
+    a_t, a_prev = acp[t], acp[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    beta = 1 - a_t / a_prev  # the respaced β of this step
+    x = x.double()
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + (1 - beta).sqrt() * (1 - a_prev) / (1 - a_t) * x
+    if t_prev < 0:
+        return mean
+    log_variance = (v + 1) / 2 * beta.log() + (1 - (v + 1) / 2) * (beta * (1 - a_prev) / (1 - a_t)).log()
+    return mean + (0.5 * log_variance).exp() * step_noise.double()
+
+
+def model_full(bundle, x, t, labels):
+    return bundle.transformer(x, timestep=torch.full((len(x),), float(t)), class_labels=labels).sample
+
+
+def test_dit_samples_ddpm_with_its_learned_sigma_at_its_respaced_timesteps(dit):
+    assert sampling.dit_timesteps(1000, 250)[:3] == [999, 995, 991] and sampling.dit_timesteps(1000, 3) == [999, 500, 0]
+    assert len(sampling.dit_timesteps(1000, 250)) == 250 and sampling.dit_timesteps(1000, 1) == [0]
+    conventions = sampling.sampler_conventions(dit, "dit")
+    scheduler = sampling.learned_sigma_scheduler(dit, 3)
+    generators = sampling.sample_generators(torch.arange(3), seed=5)
+    x0 = torch.stack([torch.randn(4, 8, 8, generator=g) for g in generators])
+    with torch.no_grad():
+        got = sampling._denoise(dit, x0, LABELS, CFG, None, generators, conventions, scheduler)
+        replay = sampling.sample_generators(torch.arange(3), seed=5)  # the same streams: initial noise, then a draw
+        x = torch.stack([torch.randn(4, 8, 8, generator=g) for g in replay])  # per noisy step
+        for t, t_prev in ((999, 500), (500, 0), (0, -1)):
+            step_noise = torch.stack([torch.randn(4, 8, 8, generator=g) for g in replay]) if t_prev >= 0 else None
+            x = dit_p_sample(dit, x.float(), t, t_prev, LABELS, CFG, step_noise)
+    # diffusers' DDPMScheduler keeps β and ᾱ in float32, DiT in float64, and this random model's x₀ = (x − √(1−ᾱ)ε)/√ᾱ
+    # at t = 999 (√ᾱ ≈ 0.006) puts pixels in the hundreds: float32 rounding reaches a few 1e-4 of them. A wrong
+    # variance, timestep or guided channel moves the result by far more than 1e-3 of it
+    assert x.abs().max() > 10
+    torch.testing.assert_close(got, x.float(), rtol=1e-3, atol=1e-3)
+    card = sampling.sampler_card(dit, num_samples=3, num_steps=250, cfg_scale=1.5, family="dit")
+    assert (card["solver"], card["nfe"], card["cfg_channels"]) == ("ddpm-learned-sigma", 500, 3)
+
+
+def test_learned_sigma_needs_sigma_channels_and_a_ddpm_model(sit, tmp_path):
+    assert_refused(tiny_bundle(), tmp_path, {"family": "dit"}, r"predicts none .* solver='scheduler'")
+    assert_refused(sit, tmp_path, {"solver": "ddpm-learned-sigma"}, r"samples DDPM-time models; .* is a flow model")
+    images = sampling.sample(tiny_bundle(), [1], num_steps=2, cfg_scale=1.5, family="dit", solver="scheduler",
+                             progress=False)
+    assert images.shape[0] == 1
+
+
 def test_the_table_of_defaults():
     table = sampling.FAMILY_SAMPLERS
     assert (table["repa"].solver, table["repa"].num_steps, table["repa"].cfg_scale) == ("euler", 50, 1.5)
@@ -248,7 +312,7 @@ def test_bad_flow_options_fail_before_any_forward(sit, tmp_path, options, match)
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"solver": "sde"}, r"solver apply to flow models .* DDPM-time model sampled by its scheduler"),
+    ({"solver": "sde"}, r"solver apply to flow models .* DDPM-time model: leave them unset \(its solvers: "),
     ({"shift": 0.3, "guidance_interval": (0.1, 1.0)}, r"guidance_interval, shift apply to flow models"),
     ({"family": "sit"}, r"family 'sit' samples flow models; tiny is not one: use family 'dit' or 'diffusers'"),
     ({"cfg_channels": 2}, r"cfg_channels must be an int in 1..1"),

@@ -80,11 +80,15 @@ def test_the_card_leaves_the_bundles_scheduler_alone():
 
 
 def test_a_family_on_a_ddpm_model_states_the_scheduler_that_runs_and_its_channels():
-    bundle = tiny_bundle(in_channels=4)
+    bundle = tiny_bundle(in_channels=4, out_channels=8)  # learned σ, as DiT's
     card = sampling.sampler_card(bundle, num_samples=10, num_steps=3, cfg_scale=1.5, family="dit")
-    assert (card["family"], card["solver"], card["cfg_channels"], card["channels"]) == ("dit", "ddim", 3, 4)
+    assert (card["family"], card["solver"], card["cfg_channels"], card["channels"]) == (
+        "dit", "ddpm-learned-sigma", 3, 4)
     assert card["sampler"] == sampling.FAMILY_SAMPLERS["dit"].source
     assert evaluations_per_sample(bundle, num_steps=3, cfg_scale=1.5, family="dit") == card["nfe"] == 6
+    own = sampling.sampler_card(bundle, num_samples=10, num_steps=3, cfg_scale=1.5, family="dit", solver="scheduler")
+    assert own["solver"] == "ddim" and evaluations_per_sample(bundle, num_steps=3, cfg_scale=1.5, family="dit",
+                                                              solver="scheduler") == own["nfe"] == 6
     skipped = sampling.sampler_card(bundle, num_samples=10, num_steps=3, cfg_scale=0.5, family="diffusers")
     assert (skipped["guided"], skipped["nfe"]) == (False, 3)  # diffusers samples the conditional model below 1
 
@@ -132,7 +136,8 @@ def test_precision_autocast_and_the_vae(tmp_path):
     ({"family": "imagen"}, "family must be"), ({"solver": "euler"}, "apply to flow models"),
     ({"feature_network": " "}, "feature_network"), ({"fid_mode": "clean"}, "pass feature_network"),
     ({"feature_network": "Inception", "fid_mode": "tf"}, "fid_mode must be"),
-    ({"family": "dit", "cfg_scale": 0.5}, "cfg_scale must be >= 1"),
+    ({"family": "dit", "solver": "scheduler", "cfg_scale": 0.5}, "cfg_scale must be >= 1"),
+    ({"family": "dit"}, "predicts none"),  # DiT's own sampler needs learned σ channels
 ])
 def test_bad_card_inputs_raise_one_line(bad, fix):
     arguments = {"num_samples": 4, "num_steps": 3, "cfg_scale": 2.0} | bad
