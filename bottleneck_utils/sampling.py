@@ -767,8 +767,8 @@ def _parse_args(argv):
     parser.add_argument("--topk", type=_number(int, 0), default=None)
     parser.add_argument("--random-control", action="store_true", help="zero as many random coordinates instead")
     parser.add_argument("--recompute", action="store_true",
-                        help="tail only: at every step zero as many of the smallest |c_i| of that step's c "
-                             "(masks.recomputed) instead of the t0 set")
+                        help="tail or topk: at every step zero as many of the smallest (topk: largest) |c_i| of that "
+                             "step's c (masks.recomputed) instead of the t0 set")
     parser.add_argument("--granularity", default=masks.DEFAULT_GRANULARITY, choices=masks.GRANULARITIES)
     parser.add_argument("--schedule", default="every", choices=masks.SCHEDULES)
     parser.add_argument("--k", type=_number(int, 1), default=None, help="steps of the 'last' schedule")
@@ -781,8 +781,8 @@ def _parse_args(argv):
         parser.error(f"--mask {args.mask} needs --tau (tail, head) or --topk (topk)")
     if args.tau is not None and args.mask not in ("tail", "head") or args.topk is not None and args.mask != "topk":
         parser.error(f"--tau goes with --mask tail/head and --topk with --mask topk, not with --mask {args.mask}")
-    if args.recompute and (args.mask != "tail" or args.random_control):
-        parser.error("--recompute goes with --mask tail only (not head, topk or --random-control)")
+    if args.recompute and (args.mask not in ("tail", "topk") or args.random_control):
+        parser.error("--recompute goes with --mask tail or topk only (not head by τ, or --random-control)")
     if (args.k is None) != (args.schedule != "last"):
         parser.error("--k goes with --schedule last, which needs it")
     _check_sampler_args(parser, args)

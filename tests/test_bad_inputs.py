@@ -554,8 +554,8 @@ def test_book_execute_refuses_an_undeclared_parameter(tmp_path):
     (["--tau", "0.1"], "--tau goes with --mask tail/head"),
     (["--schedule", "last"], "--k goes with --schedule last"),
     (["--k", "2"], "--k goes with --schedule last"),
-    (["--mask", "head", "--tau", "1", "--recompute"], "--recompute goes with --mask tail only"),
-    (["--mask", "tail", "--tau", "1", "--recompute", "--random-control"], "--recompute goes with --mask tail only"),
+    (["--mask", "head", "--tau", "1", "--recompute"], "--recompute goes with --mask tail or topk only"),
+    (["--mask", "tail", "--tau", "1", "--recompute", "--random-control"], "--recompute goes with --mask tail or topk"),
     (["--mask", "head", "--tau", "1", "--granularity", "local"], "invalid choice: 'local'"),
 ])
 def test_sampling_cli_refuses_before_loading(tmp_path, capsys, monkeypatch, argv, match):
@@ -645,6 +645,8 @@ def test_retraining_a_shipped_recipe_needs_install_and_is_refused_before_writing
     err = capsys.readouterr().err
     assert "shipped already: add --install" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+    cli.cli(["regime", "train"])  # every replicate shipped: says so, trains nothing
+    assert "every recipe of this registry is shipped" in capsys.readouterr().out and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("names, match", [(["beyond/k2"], "the control beyond/full is not shipped"),

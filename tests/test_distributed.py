@@ -118,3 +118,14 @@ def test_cli_recompute_samples_with_the_recomputed_tail(folder, tmp_path):
     # the same batch in one process: only the uint8 rounding (half a level) separates the file from sample()
     assert (stored - recomputed).abs().max() <= 0.5 / 255 + FLOAT32_DRIFT
     assert (stored - fixed).abs().max() > 2 / 255  # and the recomputed tail is not the fixed one
+
+
+def test_cli_recomputes_a_top_k_head(folder, tmp_path):
+    arguments = [str(folder), "--num-samples", "4", "--steps", "3", "--seed", "3", "--batch-size", "4",
+                 "--npz", str(tmp_path / "samples.npz"), "--mask", "topk", "--topk", "2", "--recompute"]
+    sampling.main(arguments)
+    bundle = load(str(folder))
+    head = masks.topk_mask(bundle, 2, num_steps=3)
+    stored, labels = image_io.load_npz(tmp_path / "samples.npz")
+    recomputed = sampling.sample(bundle, labels, num_steps=3, seed=3, mask=masks.recomputed(head), progress=False)
+    assert (stored - recomputed).abs().max() <= 0.5 / 255 + FLOAT32_DRIFT  # as above: the uint8 rounding only

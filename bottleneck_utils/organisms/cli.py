@@ -113,6 +113,10 @@ def registry_main(argv: list[str] | None, description: str, registry: dict, sour
         parser.error(f"{shipped} shipped already: add --install to retrain and replace it after the run succeeds, "
                      f"or train a copy beside it ({COMMAND} organism NAME --out DIR)")
     names = args.names or [name for name in registry if args.command != "train" or not shipped_quality(name)]
+    if not names:
+        print(f"every recipe of this registry is shipped: name one and add --install to retrain and replace it "
+              f"({', '.join(registry)})")
+        return
     if args.command == "status":
         for name in names:
             print(recipe_status(name, registry[name], describe))
