@@ -44,7 +44,7 @@ def fake_report(gpu: bool, size: str) -> dict:
     failed = {"run": "pruning[dit]", "chapter": "pruning", "status": "failed", "wall_s": 3.0,
               "error": "ValueError: boom"}
     throughput = {"batch": 32, "steps": 50, "cfg_scale": 1.5, "bfloat16": {"images_per_s": 3.2},
-                  "float32_tf32": {"images_per_s": 1.6}}
+                  "float32_tf32": {"images_per_s": 1.6}, "dit_own_sampler_bfloat16": {"images_per_s": 3.1}}
     point = rehearsal.fid_point_estimate(3.2, 2.372e11, 5e14)
     return {"rehearsal": {"device": "cuda" if gpu else "cpu", "device_name": "H100" if gpu else "x86_64",
                           "gpu": gpu, "size": size, "git_commit": "abc", "started_utc": "now", "wall_s": 100.0},
@@ -66,6 +66,7 @@ def test_report_and_table_writer(tmp_path):
     text = table.read_text()
     assert "| similarity[dit] | ok | 12.5 | 4321 | 900 |" in text and "| pruning[dit] | failed |" in text
     assert "1.010 (≤ 1.03: yes)" in text and "237.2 G" in text and "images/s, float32/tf32" in text
+    assert "images/s, DiT's own sampler, bfloat16 (batch 32, 50 steps, CFG 1.5) | 3.10" in text
     assert "26.0 min" in text and "| step load | left out (--skip) |" in text  # 5000 images at 3.2 images/s
     assert reproducibility.gpu_rehearsal(path)["rehearsal"]["device_name"] == "H100"
 
@@ -224,6 +225,7 @@ def test_end_to_end_on_tiny_checkpoints_on_the_cpu(tmp_path):
     assert result["failures"] == [] and all(step["status"] == "ok" for step in result["steps"].values())
     steps = result["steps"]
     assert set(steps["load"]["models"]) == {"dit"}
+    assert steps["throughput"]["dit_own_sampler_bfloat16"]["images_per_s"] > 0  # learned σ: the DiT folder's
     for precision in ("bfloat16", "float32_tf32"):
         assert steps["throughput"][precision]["images_per_s"] > 0
         point = steps["fid5k"][precision]

@@ -414,16 +414,18 @@ def reset_peak(device: str) -> None:
 
 
 def measure_throughput(bundle, device: str, batch: int, repeats: int) -> dict:
-    """images/s of ``sampling.sample`` at 50 steps, CFG 1.5, one batch: bfloat16 autocast, and float32 with TF32."""
+    """images/s of ``sampling.sample`` at 50 steps, CFG 1.5, one batch: bfloat16 autocast, and float32 with TF32,
+    with the bundle's scheduler; and bfloat16 with DiT's own sampler (``family="dit"``: learned σ)."""
     from bottleneck_utils.sampling import balanced_labels, sample
 
     labels = balanced_labels(bundle.num_classes, batch)
     result = {"batch": batch, "steps": FID_STEPS, "cfg_scale": FID_CFG, "repeats": repeats}
-    for name, autocast in (("bfloat16", "bfloat16"), ("float32_tf32", None)):
+    for name, autocast, family in (("bfloat16", "bfloat16", None), ("float32_tf32", None, None),
+                                   ("dit_own_sampler_bfloat16", "bfloat16", "dit")):
         with tf32(True):
-            def run(autocast=autocast):
+            def run(autocast=autocast, family=family):
                 sample(bundle, labels, num_steps=FID_STEPS, cfg_scale=FID_CFG, batch_size=batch, autocast=autocast,
-                       progress=False)
+                       family=family, progress=False)
             reset_peak(device)
             timed(run, device)  # warm-up: kernels, cuDNN autotuning, allocator
             seconds = statistics.median(timed(run, device) for _ in range(repeats))

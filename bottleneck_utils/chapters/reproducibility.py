@@ -81,9 +81,10 @@ def rehearsal_tables(result: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     steps = result.get("steps", {})
     rows = {}
     throughput = steps.get("throughput", {})
-    for precision in ("bfloat16", "float32_tf32"):
+    for precision in ("bfloat16", "float32_tf32", "dit_own_sampler_bfloat16"):
         if precision in throughput:
-            rows[f"images/s, {precision.replace('_', '/')} (batch {throughput['batch']}, {throughput['steps']} "
+            label = precision.replace("dit_own_sampler_", "DiT's own sampler, ").replace("_", "/")
+            rows[f"images/s, {label} (batch {throughput['batch']}, {throughput['steps']} "
                  f"steps, CFG {throughput['cfg_scale']:g})"] = f"{throughput[precision]['images_per_s']:.2f}"
     overhead = steps.get("mask_overhead", {})
     if "ratio" in overhead:
