@@ -58,6 +58,7 @@ class Reference:
     features: np.ndarray | None = None
     source: str = ""
     _sqrt_sigma: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _radii: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def sqrt_sigma(self) -> np.ndarray:
@@ -65,6 +66,16 @@ class Reference:
         if self._sqrt_sigma is None:
             self._sqrt_sigma = symmetric_sqrt(self.sigma)
         return self._sqrt_sigma
+
+    def knn_radii(self, k: int) -> np.ndarray:
+        """:func:`knn_radii` of the real ``features``, computed on first use for each k and kept: every setting's
+        precision and recall (:meth:`Manifolds.build`) reuses the m × m distances' result."""
+        if self.features is None:
+            raise ValueError(f"the reference {self.source or ''} has statistics only: precision and recall need its "
+                             "features (a reference built from images or features)")
+        if k not in self._radii:
+            self._radii[k] = knn_radii(self.features, k)
+        return self._radii[k]
 
     @classmethod
     def from_features(cls, features: np.ndarray, source: str = "", kid_features: np.ndarray | None = None):
@@ -328,11 +339,13 @@ class Manifolds:
     real_in_fake: np.ndarray
 
     @classmethod
-    def build(cls, real: np.ndarray, fake: np.ndarray, k: int = 3) -> Manifolds:
-        """Memberships of ``fake`` (n, f) in the k-NN manifold of ``real`` (m, f), and the other way round."""
+    def build(cls, real: np.ndarray, fake: np.ndarray, k: int = 3, real_radii: np.ndarray | None = None) -> Manifolds:
+        """Memberships of ``fake`` (n, f) in the k-NN manifold of ``real`` (m, f), and the other way round;
+        ``real_radii`` are ``knn_radii(real, k)`` when already known (:meth:`Reference.knn_radii`)."""
         fake, real = _pair(fake, real)
         distances = _distances(real, fake)  # (m, n)
-        fake_in_real = (distances <= knn_radii(real, k)[:, None]).any(0)  # (n,)
+        real_radii = knn_radii(real, k) if real_radii is None else real_radii
+        fake_in_real = (distances <= real_radii[:, None]).any(0)  # (n,)
         return cls(fake_in_real, distances <= knn_radii(fake, k)[None, :])
 
     def precision(self, indices: np.ndarray) -> float:
@@ -380,7 +393,8 @@ class SampleSet:
         probs = None if probs is None else _check_probs(probs, len(features))
         if probs is not None:
             _check_class_ids(labels, probs.shape[1])
-        manifolds = None if reference.features is None else Manifolds.build(reference.features, features, k)
+        manifolds = None if reference.features is None else Manifolds.build(reference.features, features, k,
+                                                                            reference.knn_radii(k))
         return cls(features, labels, probs, manifolds)
 
 

@@ -150,6 +150,22 @@ def test_precision_recall_matches_the_definition():
     assert far == {"precision": 0.0, "recall": 0.0}
 
 
+def test_the_references_neighbour_radii_are_computed_once_and_give_the_same_manifolds(monkeypatch):
+    real, fake = gaussian(40, seed=3, dim=3), gaussian(30, shift=1.5, seed=4, dim=3)
+    reference = metrics.Reference.from_features(real)
+    calls = []
+    radii = metrics.knn_radii
+    monkeypatch.setattr(metrics, "knn_radii", lambda features, k=3: calls.append(len(features)) or radii(features, k))
+    first, second = (metrics.SampleSet.build(fake + shift, np.zeros(30), reference) for shift in (0.0, 0.5))
+    assert calls.count(len(real)) == 1  # the real set's radii once; each generated set's own radii every time
+    direct = metrics.Manifolds.build(real, fake)
+    assert np.array_equal(first.manifolds.fake_in_real, direct.fake_in_real)
+    assert np.array_equal(first.manifolds.real_in_fake, direct.real_in_fake)
+    assert not np.array_equal(second.manifolds.real_in_fake, direct.real_in_fake)
+    with pytest.raises(ValueError, match="statistics only"):
+        metrics.Reference(reference.mu, reference.sigma).knn_radii(3)
+
+
 def test_classifier_outputs_quantize_and_shape():
     torch.manual_seed(0)
     model = MnistClassifier().eval()
