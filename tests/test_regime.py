@@ -140,3 +140,29 @@ def test_the_shipped_jumps_are_all_in_gpu_steps():
     jumps, quiet = regime.npr_jumps(names)
     assert len(jumps) and all(device.startswith("cuda") for device in jumps["trained on"])
     assert quiet < regime.JUMP_RISE
+
+
+def test_a_rebuild_is_set_beside_its_shipped_replicate(tmp_path, monkeypatch):
+    import shutil
+
+    from bottleneck_utils.integrity import CHECKPOINT_DIR
+    from bottleneck_utils.organisms import train
+
+    name = "regime/d256-p6-b64-s0"
+    monkeypatch.setattr(regime, "REBUILDS_DIR", tmp_path)
+    assert regime.rebuild_table(regime.paper_bands()).empty
+    assert regime.rebuild_sentence(regime.rebuild_table(regime.paper_bands())).startswith("No rebuild is recorded")
+    folder = tmp_path / name.replace("/", "--")
+    folder.mkdir()
+    for file in ("train_log.csv", "meta.json", "quality.json"):
+        shutil.copy(CHECKPOINT_DIR / name / file, folder / file)
+    same = regime.rebuild_table(regime.paper_bands())
+    assert same.loc[name, "leaves the shipped log at step"] is None and bool(same.loc[name, "in regime"])
+    assert "retraces the shipped one" in regime.rebuild_sentence(same)
+    log = train.read_log(folder / "train_log.csv", "")
+    log.loc[log["step"] >= 300, "npr_c"] += 0.01  # a run that leaves the shipped one at step 300
+    log.loc[log.index[-1], "npr_c_ema"] = 0.5  # and ends with a dense c: out of the regime
+    train.write_log(folder / "train_log.csv", log.to_dict("records"))
+    moved = regime.rebuild_table(regime.paper_bands())
+    assert moved.loc[name, "leaves the shipped log at step"] == 300 and not moved.loc[name, "in regime"]
+    assert "not in the regime (nPR(c) 50.00%" in regime.rebuild_sentence(moved)

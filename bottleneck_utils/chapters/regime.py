@@ -10,6 +10,8 @@ anything less is *flat*.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -40,6 +42,7 @@ PARAMETERS = {"device": str, "seed": int, "num_samples": int, "num_steps": int, 
               "last_k": int, "head_ks": list}
 """The regime chapter's parameters: name → accepted type(s) (:func:`report.notebook_parameters`)."""
 MOVE_FRACTION = 0.1
+REBUILDS_DIR = report.ROOT / "results" / "rebuild"  # replicates rebuilt from a fresh clone (rebuild_table)
 
 
 def paper_bands() -> dict[str, tuple[float, float]]:
@@ -73,11 +76,12 @@ def shipped_rungs() -> list[str]:
                                     if (p / "train_log.csv").is_file()) if name not in replicates)
 
 
-def rung_table(rungs: list[str]) -> pd.DataFrame:
-    """One row per rung: its final EMA statistics (:func:`stats.summary` keys), steps and measured quality."""
+def rung_table(rungs: list[str], folder_of=lambda name: CHECKPOINT_DIR / name) -> pd.DataFrame:
+    """One row per rung: its final EMA statistics (:func:`stats.summary` keys), steps and measured quality, read
+    from ``folder_of(name)`` (default: the shipped checkpoint)."""
     rows = []
     for name in rungs:
-        folder = CHECKPOINT_DIR / name
+        folder = folder_of(name)
         last = train.read_log(folder / "train_log.csv", shipped_fix(name)).iloc[-1]
         record = quality.read_record(folder / "quality.json", name) if (folder / "quality.json").is_file() else {}
         rows.append({"rung": name, "steps": int(last["step"]),
@@ -116,6 +120,40 @@ def replicate_table(bands: dict, seeds: dict[str, int] | None = None) -> pd.Data
     table["in regime"] = [in_regime(row, bands) for _, row in table.iterrows()]
     table["distance"] = [regime_distance(row, bands) for _, row in table.iterrows()]
     return table
+
+
+def rebuild_table(bands: dict) -> pd.DataFrame:
+    """The replicates rebuilt from a fresh clone (:data:`REBUILDS_DIR`: one folder per rebuild, the name's ``/`` as
+    ``--``, with the log, meta and quality record the clone installed): their final EMA statistics and quality
+    (:func:`rung_table`), whether in the regime, what trained them and how long, and the first logged step at which
+    the rebuild's log leaves the shipped replicate's (None: it retraces it)."""
+    folders = {folder.name.replace("--", "/"): folder for folder in sorted(REBUILDS_DIR.glob("*--*"))}
+    if not folders:
+        return pd.DataFrame()
+    table = rung_table(list(folders), folder_of=folders.get)
+    rows = []
+    for name, folder in folders.items():
+        meta = integrity.read_json(folder / "meta.json", f"the rebuild {name}'s meta", f"copy it again into {folder}")
+        record = meta["provenance"]
+        rows.append({"trained on": "; ".join(f"{s['device']}, {s['precision']}" for s in record["segments"]),
+                     "wall h": record["wall_time_s"] / 3600, "commit": record["commit"][:7],
+                     "leaves the shipped log at step": first_divergence(name, name, folder)})
+    table["in regime"] = [in_regime(row, bands) for _, row in table.iterrows()]
+    return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
+
+
+def rebuild_sentence(rebuilds: pd.DataFrame) -> str:
+    """What each rebuild of :func:`rebuild_table` shows, one sentence each."""
+    if rebuilds.empty:
+        return "No rebuild is recorded in results/rebuild yet."
+    return " ".join(
+        f"`{name}` was rebuilt from a fresh clone at {row['commit']} on {row['trained on']}: "
+        f"{row['wall h']:.2f} h of training; its log "
+        + ("retraces the shipped one" if row["leaves the shipped log at step"] is None
+           else f"leaves the shipped one's at step {row['leaves the shipped log at step']}")
+        + f", and it is {'in' if row['in regime'] else 'not in'} the regime (nPR(c) {row['npr_c']:.2%}, "
+          f"cos(y) {row['cos_y']:.3f})."
+        for name, row in rebuilds.iterrows())
 
 
 def replicate_sentence(table: pd.DataFrame) -> str:
@@ -181,14 +219,16 @@ def npr_jumps(names: list[str]) -> tuple[pd.DataFrame, float]:
     return pd.DataFrame(rows, columns=columns), quiet_rise
 
 
-def training_log(name: str) -> pd.DataFrame:
-    """A shipped rung's or replicate's training log (:func:`train.read_log`; a damaged one is refused in one line)."""
-    return train.read_log(CHECKPOINT_DIR / name / "train_log.csv", shipped_fix(name))
+def training_log(name: str, folder: Path | None = None) -> pd.DataFrame:
+    """A shipped rung's or replicate's training log (or the one in ``folder``; :func:`train.read_log`: a damaged
+    one is refused in one line)."""
+    return train.read_log((folder or CHECKPOINT_DIR / name) / "train_log.csv", shipped_fix(name))
 
 
-def first_divergence(first: str, second: str) -> int | None:
-    """The first logged step at which two runs' logs differ in any statistic (None when one retraces the other)."""
-    a, b = training_log(first).set_index("step"), training_log(second).set_index("step")
+def first_divergence(first: str, second: str, second_folder: Path | None = None) -> int | None:
+    """The first logged step at which two runs' logs differ in any statistic (None when one retraces the other);
+    ``second_folder`` reads the second log from elsewhere (a rebuild)."""
+    a, b = training_log(first).set_index("step"), training_log(second, second_folder).set_index("step")
     shared = a.index.intersection(b.index)
     columns = [column for column in a.columns if column != "loss"]
     differ = (a.loc[shared, columns] != b.loc[shared, columns]).any(axis=1)
