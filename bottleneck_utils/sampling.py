@@ -451,8 +451,9 @@ def sample(
 
     *DiT's own sampler (``solver="ddpm-learned-sigma"``, :func:`learned_sigma_scheduler`): DDPM at DiT's respaced
     timesteps, its variance read from the model's σ channels (a model without them is refused: ``solver="scheduler"``
-    samples it with its own scheduler). SiT's and LightningDiT's 250 grid points are 249 intervals; SiT's SDE mode is ``solver="sde"``,
-    ``num_steps=250`` (REPA's ``--mode sde``: the same with its 50). REPA's Heun (``--heun``) is ``"repa-heun"``.
+    samples it with its own scheduler). SiT's and LightningDiT's 250 grid points are 249 intervals; SiT's SDE mode
+    is ``solver="sde"``, ``num_steps=250`` (REPA's ``--mode sde``: the same with its 50). REPA's Heun (``--heun``)
+    is ``"repa-heun"``.
     "< 1 raises": the script asserts cfg >= 1 and skips CFG at 1; "skips CFG": any scale <= 1 samples the
     conditional model; "extrapol.": a scale below 1 extrapolates towards the unconditional model.
 
@@ -621,11 +622,12 @@ def _solver_name(bundle: Bundle, conventions: Conventions) -> str:
 def _function_evaluations(bundle: Bundle, conventions: Conventions, num_steps: int, guided: bool) -> int | None:
     """Network evaluations per sample, as :func:`sample` runs them: one per scheduler timestep (DDPM time) or per
     velocity call (flow: Heun corrects with a second one), doubled where CFG applies; None under dopri5."""
+    if conventions.solver == LEARNED_SIGMA:
+        return num_steps * (2 if guided else 1)  # one forward at each of dit_timesteps' num_steps timesteps
     if not isinstance(bundle.scheduler, FlowODE):
         scheduler = copy.deepcopy(bundle.scheduler)  # the bundle's own keeps its timesteps
         scheduler.set_timesteps(num_steps)
-        runs = learned_sigma_scheduler(bundle, num_steps) if conventions.solver == LEARNED_SIGMA else scheduler
-        return len(runs.timesteps) * (2 if guided else 1)
+        return len(scheduler.timesteps) * (2 if guided else 1)
     if conventions.solver == "dopri5":
         return None
     own = bundle.scheduler
@@ -831,18 +833,29 @@ def cli_precision(autocast: str, device: str) -> tuple[str | None, bool]:
     return resolved, str(device).startswith("cuda") and resolved is None
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
-    device = args.device
-    if "RANK" in os.environ:  # launched by torchrun
+@contextlib.contextmanager
+def torchrun_rank(device: str):
+    """Yields the device this process samples on. Under ``torchrun`` (``RANK`` set) that is ``cuda:LOCAL_RANK`` for
+    a cuda ``device``, made current, with a process group (NCCL on cuda, gloo on the CPU) destroyed on exit;
+    otherwise ``device`` itself, one rank of one."""
+    if "RANK" in os.environ:
         if device.startswith("cuda"):
             device = f"cuda:{os.environ['LOCAL_RANK']}"
             torch.cuda.set_device(device)  # NCCL's barrier uses the current device
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    autocast, tf32 = cli_precision(args.autocast, device)
-    if tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
+        yield device
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    with torchrun_rank(args.device) as device:
+        autocast, tf32 = cli_precision(args.autocast, device)
+        if tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         bundle = load(args.model, device=device)
         schedule = masks.Schedule(args.schedule, args.k if args.schedule == "last" else None)
         mask = _cli_mask(bundle, args)
@@ -855,9 +868,6 @@ def main(argv: list[str] | None = None) -> None:
                        cfg_scale=args.cfg, seed=args.seed, batch_size=args.batch_size, mask=mask,
                        schedule=schedule, null_policy=args.null_policy, autocast=autocast,
                        progress=_rank_and_world()[0] == 0, **options)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

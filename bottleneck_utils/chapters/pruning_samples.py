@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -40,7 +39,7 @@ from bottleneck_utils.chapters import pruning
 from bottleneck_utils.images import write_atomically
 from bottleneck_utils.masks import Mask, Schedule
 from bottleneck_utils.models import Bundle, load
-from bottleneck_utils.sampling import balanced_labels, sample_sharded, sampler_card
+from bottleneck_utils.sampling import balanced_labels, sample_sharded, sampler_card, torchrun_rank
 
 PLAN = "plan.json"
 # The chapter's parameters that decide what a run samples (pruning.resolve's values), kept in the plan
@@ -171,7 +170,6 @@ def reader(bundle: Bundle, settings: dict, labels: torch.Tensor, p: dict):
 
 def main(argv: list[str] | None = None) -> None:
     """``DIR [--device D] [--batch-size B]``: samples every run of ``DIR/plan.json`` not written yet."""
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples_dir")
     parser.add_argument("--device", default=None, help="default: the plan's (cuda: each rank uses cuda:LOCAL_RANK)")
@@ -181,13 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         p = read_plan(args.samples_dir)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    device = args.device or p["device"]
-    if "RANK" in os.environ:  # launched by torchrun
-        if device.startswith("cuda"):
-            device = f"cuda:{os.environ['LOCAL_RANK']}"
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    try:
+    with torchrun_rank(args.device or p["device"]) as device:
         bundle = load(p["model"], device=device, dtype=p["dtype"])
         settings, _, _ = pruning.chapter_settings(pruning.chapter_masks(bundle, p), p)
         labels = balanced_labels(bundle.num_classes, p["n_samples"])
@@ -203,9 +195,6 @@ def main(argv: list[str] | None = None) -> None:
                            num_steps=p["num_steps"], cfg_scale=p["cfg_scale"], seed=noise_seed,
                            batch_size=args.batch_size, mask=mask, schedule=schedule or "every",
                            null_policy=p["null_policy"], autocast=p["autocast"])
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
