@@ -488,8 +488,9 @@ def cfg_claims(tables: dict[str, pd.DataFrame], cfg: float, head_k: int, require
                                      ours=text, value=worst, op="<=", bar=1.0, requires=harm_requires))
     for control in ("tail-random-count", "tail-random-energy"):
         worst, text = _worst(tables, cfg, _less_than("tail-every", control))
-        rows.append(report.claim_row(f"pruning the tail harms less than pruning {labels[control]}{at}", paper="(implied by §5)",
-                                     ours=text, value=-worst, op=">", bar=0.0, requires=requires))
+        rows.append(report.claim_row(f"pruning the tail harms less than pruning {labels[control]}{at}",
+                                     paper="(implied by §5)", ours=text, value=-worst, op=">", bar=0.0,
+                                     requires=requires))
     key = f"head-{head_k}-recomputed"
     worst, text = _worst(tables, cfg, _ratio_at_least(key))
     rows.append(report.claim_row(f"{labels[key]} (the paper's {max(_HEAD)} of 1152 by share): destroys generation{at}",

@@ -615,8 +615,8 @@ def flow_comparison(names: list[str], labels, p: dict) -> tuple[pd.DataFrame | N
 def claims(scores: dict, *, hidden_size: int, k: int, statistics: dict, savings: dict, embedded: bool,
            n_samples: int) -> list[dict]:
     """The pruning chapter's verdict rows: the book's regime preconditions (:func:`regime.precondition_rows`: c is
-    sparse, y is aligned) and the test's (the random control of the tail's size fails the intact test), the tail at each schedule intact, damage growing with the share, nearly all of the tail
-    destroying generation, each head destroying and beating its random control, the tail beating its control, the
+    sparse, y is aligned) and the test's (the random control of the tail's size fails the intact test), the tail at
+    each schedule intact, damage growing with the share, nearly all of the tail destroying generation, each head destroying and beating its random control, the tail beating its control, the
     paper's changes against the seed-to-seed noise, and the speed of a sparse c.
 
     "Intact": the paired 95% interval of the FID change reaches zero. "Destroyed": FID ≥ ``paper.BARS

@@ -82,7 +82,7 @@ def rung_table(rungs: list[str], folder_of=lambda name: CHECKPOINT_DIR / name) -
     rows = []
     for name in rungs:
         folder = folder_of(name)
-        last = train.read_log(folder / "train_log.csv", shipped_fix(name)).iloc[-1]
+        last = training_log(name, folder).iloc[-1]
         record = quality.read_record(folder / "quality.json", name) if (folder / "quality.json").is_file() else {}
         rows.append({"rung": name, "steps": int(last["step"]),
                      **{key: float(last[f"{key}_ema"]) for key in ("cos_c", "cos_y", "npr_c", "npr_y", "t_share",
@@ -170,7 +170,7 @@ def replicates_figure(names: list[str], bands: dict, compare: str = "ladder/d256
     for ax, key, label in zip(axes, ("npr_c", "cos_y"), ("nPR(c)", "cos(y)")):
         ax.axhspan(*bands[key], color="0.85")
         for name in [*names, compare]:
-            log = train.read_log(CHECKPOINT_DIR / name / "train_log.csv", shipped_fix(name))
+            log = training_log(name)
             ax.plot(log["step"], log[f"{key}_ema"], label=name.split("/")[1], color="0.4" if name == compare else None,
                     linestyle=":" if name == compare else "-")
         ax.set(xlabel="training step", title=label)
