@@ -309,7 +309,16 @@ def _denoise(bundle: Bundle, x: torch.Tensor, labels: torch.Tensor, cfg_scale: f
 
 
 def dit_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
-    """DiT's respaced timesteps, high to low (its ``space_timesteps(T, str(n))``: round(i·(T − 1)/(n − 1)))."""
+    """DiT's respaced timesteps, high to low (its ``space_timesteps(T, str(n))``: round(i·(T − 1)/(n − 1))).
+
+    Raises:
+        ValueError: a step count outside 1..T.
+    """
+    check_int("num_train_timesteps", num_train_timesteps, 1)
+    check_int("num_steps", num_steps, 1)
+    if num_steps > num_train_timesteps:
+        raise ValueError(f"num_steps must be <= {num_train_timesteps}, the timesteps the model was trained with; got "
+                         f"{num_steps}")
     stride = 1 if num_steps == 1 else (num_train_timesteps - 1) / (num_steps - 1)
     return sorted({round(i * stride) for i in range(num_steps)}, reverse=True)
 
@@ -318,7 +327,13 @@ def learned_sigma_scheduler(bundle: Bundle, num_steps: int) -> DDPMScheduler:
     """DiT's own sampler as a diffusers scheduler: DDPM on the bundle's β schedule at :func:`dit_timesteps`, each
     step from a timestep to the next kept one (DiT's respaced process), with the log-variance interpolated between
     the posterior's and β's by the model's σ channels (``learned_range``) and no clipping of x₀ (DiT's
-    ``clip_denoised=False``)."""
+    ``clip_denoised=False``).
+
+    Raises:
+        ValueError: a flow model (it has no DDPM schedule), or a step count :func:`dit_timesteps` refuses.
+    """
+    if isinstance(bundle.scheduler, FlowODE):
+        raise ValueError(f"{bundle.name} is a flow model: DiT's learned-σ DDPM sampler needs a DDPM-time model")
     scheduler = DDPMScheduler.from_config(bundle.scheduler.config, variance_type="learned_range", clip_sample=False,
                                           thresholding=False)
     scheduler.set_timesteps(timesteps=dit_timesteps(scheduler.config.num_train_timesteps, num_steps))

@@ -693,3 +693,33 @@ def test_side_by_side_refuses_non_positive_counts(flag, tmp_path, monkeypatch, c
     with pytest.raises(SystemExit):
         train_side_by_side.main(["--minutes", "1", flag, "0", "ladder/c10"])
     assert "must be a positive integer" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sampling.dit_timesteps(1000, 0), "num_steps"),
+    (lambda: sampling.dit_timesteps(1000, 1001), r"num_steps must be <= 1000"),
+    (lambda: sampling.dit_timesteps(1000, 2.5), "num_steps"),
+])
+def test_dit_timesteps_refuse_a_step_count_outside_one_to_t(call, match):
+    with pytest.raises(ValueError, match=match) as error:
+        call()
+    one_line(error)
+
+
+def test_the_learned_sigma_scheduler_refuses_a_flow_model():
+    from bottleneck_utils.flow import FlowODE
+
+    bundle = tiny_bundle()
+    bundle.scheduler = FlowODE(noise_time=0.0)
+    with pytest.raises(ValueError, match="is a flow model") as error:
+        sampling.learned_sigma_scheduler(bundle, 10)
+    one_line(error)
+
+
+def test_a_pruning_plan_needs_every_sampling_parameter_and_writes_nothing_without(tmp_path):
+    from bottleneck_utils.chapters import pruning_samples
+
+    with pytest.raises(ValueError, match="missing: .*noise_seeds") as error:
+        pruning_samples.write_plan(tmp_path / "runs", {"model": "mnist-dit"})
+    one_line(error)
+    assert not (tmp_path / "runs").exists()

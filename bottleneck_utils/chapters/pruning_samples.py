@@ -58,8 +58,13 @@ def write_plan(samples_dir: str | Path, parameters: dict) -> Path:
     :func:`pruning.resolve`), or checks that the plan already there is the same.
 
     Raises:
-        ValueError: the folder holds a plan made with other parameters (it is kept; the differing keys are named).
+        ValueError: parameters without every :data:`PLAN_KEYS`, or a folder holding a plan made with other
+            parameters (it is kept; the differing keys are named); nothing is written then.
     """
+    missing = [key for key in PLAN_KEYS if key not in parameters]
+    if missing:
+        raise ValueError(f"the plan needs the chapter's resolved parameters (pruning.resolve); missing: "
+                         f"{', '.join(missing)}")
     path = Path(samples_dir) / PLAN
     plan = json.loads(json.dumps({key: parameters[key] for key in PLAN_KEYS}))  # as read back: tuples are lists
     if path.is_file():
